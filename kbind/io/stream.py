@@ -1,0 +1,347 @@
+"""Low-level reading and writing of Kaldi's serialisation primitives.
+
+Kaldi writes every object either in binary mode (the object starts with the
+two bytes ``\\0B``) or in text mode. The primitives are:
+
+* tokens such as ``FM`` or ``<TransitionModel>``: ASCII without whitespace,
+  followed by one space (binary and text);
+* basic types (int32, float, double): in binary a size byte (4 or 8) followed
+  by the little-endian value; in text the decimal value followed by a space;
+* integer vectors inside objects: in binary a size byte, an int32 count and
+  the raw values; in text ``[ 1 2 3 ]``.
+
+:class:`KaldiInput` wraps a byte stream (file, pipe or stdin) and counts the
+bytes consumed, so every error can name the byte offset even for pipes,
+which cannot ``tell()``. Readers of objects take a ``KaldiInput`` and a
+``binary`` flag, exactly as Kaldi's ``Read(std::istream&, bool binary)``.
+Writers take a binary file object and the same flag.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import BinaryIO, Optional
+
+import numpy as np
+
+from .errors import KaldiFormatError
+
+__all__ = [
+    "KaldiInput", "write_token", "write_int32", "write_float", "write_double",
+    "write_bool", "write_int32_vector_raw", "write_binary_marker", "format_float",
+    "parse_float",
+]
+
+_WHITESPACE = b" \t\n\r\v\f"
+_INT32 = struct.Struct("<i")
+_FLOAT = struct.Struct("<f")
+_DOUBLE = struct.Struct("<d")
+
+
+class KaldiInput:
+    """A byte stream with look-ahead and a running byte offset.
+
+    Parameters
+    ----------
+    fileobj: a binary file object opened for reading (``read(n)`` blocks
+        until ``n`` bytes or EOF, as buffered files and pipes do).
+    name: the file name or pipe command used in error messages.
+    offset: the byte offset of the first byte of ``fileobj`` within the
+        named file (for ``file.ark:1234`` scp entries).
+    """
+
+    def __init__(self, fileobj: BinaryIO, name: str, offset: int = 0):
+        self.fileobj = fileobj
+        self.name = name
+        self.offset = offset
+        self.key: Optional[str] = None
+        self._ahead = b""
+
+    # -- errors -----------------------------------------------------------
+    def error(self, message: str, offset: Optional[int] = None) -> KaldiFormatError:
+        """An exception naming this stream, the current key and an offset."""
+        return KaldiFormatError(message, filename=self.name, key=self.key,
+                                offset=self.offset if offset is None else offset)
+
+    # -- raw bytes ----------------------------------------------------------
+    def peek(self, n: int) -> bytes:
+        """Up to ``n`` bytes without consuming them (fewer only at EOF)."""
+        while len(self._ahead) < n:
+            chunk = self.fileobj.read(n - len(self._ahead))
+            if not chunk:
+                break
+            self._ahead += chunk
+        return self._ahead[:n]
+
+    def read(self, n: int, what: str = "data") -> bytes:
+        """Exactly ``n`` bytes; a truncated stream raises KaldiFormatError."""
+        if n < 0:
+            raise self.error(f"negative size {n} while reading {what}")
+        if self._ahead:
+            head = self._ahead[:n]
+            self._ahead = self._ahead[n:]
+            rest = n - len(head)
+            data = head + (self._read_exact(rest) if rest else b"")
+        else:
+            data = self._read_exact(n)
+        if len(data) != n:
+            raise self.error(
+                f"unexpected end of file while reading {what} "
+                f"(needed {n} bytes, got {len(data)})", offset=self.offset + len(data))
+        self.offset += n
+        return data
+
+    def _read_exact(self, n: int) -> bytes:
+        data = self.fileobj.read(n)
+        if data is None:
+            data = b""
+        if len(data) < n:
+            parts = [data]
+            got = len(data)
+            while got < n:
+                chunk = self.fileobj.read(n - got)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                got += len(chunk)
+            data = b"".join(parts)
+        return data
+
+    def read_array(self, count: int, dtype, what: str = "data") -> np.ndarray:
+        """``count`` little-endian values of ``dtype`` as a writable array."""
+        dtype = np.dtype(dtype).newbyteorder("<")
+        nbytes = int(count) * dtype.itemsize
+        if count < 0:
+            raise self.error(f"negative element count {count} while reading {what}")
+        out = np.empty(count, dtype=dtype)
+        view = memoryview(out).cast("B")
+        start = self.offset
+        pos = 0
+        if self._ahead:
+            k = min(len(self._ahead), nbytes)
+            view[:k] = self._ahead[:k]
+            self._ahead = self._ahead[k:]
+            pos = k
+        readinto = getattr(self.fileobj, "readinto", None)
+        while pos < nbytes:
+            if readinto is not None:
+                got = readinto(view[pos:])
+            else:
+                chunk = self.fileobj.read(nbytes - pos)
+                got = len(chunk) if chunk else 0
+                view[pos:pos + got] = chunk or b""
+            if not got:
+                raise self.error(
+                    f"unexpected end of file while reading {what} "
+                    f"(needed {nbytes} bytes, got {pos})", offset=start + pos)
+            pos += got
+        self.offset += nbytes
+        return out.astype(dtype.newbyteorder("="), copy=False)
+
+    def unread(self, data: bytes) -> None:
+        """Push back bytes just read (they are read again next)."""
+        self._ahead = data + self._ahead
+        self.offset -= len(data)
+
+    def at_eof(self) -> bool:
+        return not self.peek(1)
+
+    # -- whitespace and tokens ---------------------------------------------------
+    def skip_whitespace(self) -> None:
+        while True:
+            c = self.peek(1)
+            if not c or c not in _WHITESPACE:
+                return
+            self.read(1)
+
+    def read_token(self, what: str = "token") -> str:
+        """Kaldi ``ReadToken``: skip whitespace, read up to whitespace, then
+        consume exactly one whitespace character (if present)."""
+        self.skip_whitespace()
+        start = self.offset
+        chars = []
+        while True:
+            c = self.peek(1)
+            if not c:
+                break
+            if c in _WHITESPACE:
+                self.read(1)
+                break
+            chars.append(self.read(1))
+        if not chars:
+            raise self.error(f"expected {what}, found end of file", offset=start)
+        try:
+            return b"".join(chars).decode("ascii")
+        except UnicodeDecodeError:
+            raise self.error(f"expected {what}, found non-text bytes", offset=start) from None
+
+    def expect_token(self, token: str) -> None:
+        start = self.offset
+        got = self.read_token(f"token {token}")
+        if got != token:
+            raise self.error(f"expected token {token}, got {got!r}", offset=start)
+
+    def peek_token(self) -> str:
+        """The next token without consuming it (Kaldi ``PeekToken``); '' at EOF."""
+        self.skip_whitespace()
+        buf = b""
+        n = 16
+        while True:
+            buf = self.peek(n)
+            for i, b in enumerate(buf):
+                if bytes([b]) in _WHITESPACE:
+                    return buf[:i].decode("ascii", "replace")
+            if len(buf) < n:
+                return buf.decode("ascii", "replace")
+            n *= 2
+
+    def read_binary_marker(self) -> bool:
+        """Kaldi ``InitKaldiInputStream``: consume ``\\0B`` and return True
+        if present, else return False (text mode)."""
+        if self.peek(2) == b"\0B":
+            self.read(2)
+            return True
+        return False
+
+    # -- basic types -----------------------------------------------------
+    def read_int32(self, binary: bool, what: str = "int32") -> int:
+        if binary:
+            start = self.offset
+            size = self.read(1, what)[0]
+            if size != 4:
+                raise self.error(f"expected int32 ({what}) with size byte 4, got {size}",
+                                 offset=start)
+            return _INT32.unpack(self.read(4, what))[0]
+        start = self.offset
+        tok = self.read_token(what)
+        try:
+            return int(tok)
+        except ValueError:
+            raise self.error(f"expected integer ({what}), got {tok!r}", offset=start) from None
+
+    def read_float(self, binary: bool, what: str = "float") -> float:
+        """A float or double value (Kaldi accepts either size on read)."""
+        if binary:
+            start = self.offset
+            size = self.read(1, what)[0]
+            if size == 4:
+                return _FLOAT.unpack(self.read(4, what))[0]
+            if size == 8:
+                return _DOUBLE.unpack(self.read(8, what))[0]
+            raise self.error(f"expected float ({what}) with size byte 4 or 8, got {size}",
+                             offset=start)
+        start = self.offset
+        tok = self.read_token(what)
+        try:
+            return parse_float(tok)
+        except ValueError:
+            raise self.error(f"expected number ({what}), got {tok!r}", offset=start) from None
+
+    def read_bool(self, binary: bool, what: str = "bool") -> bool:
+        start = self.offset
+        if binary:
+            c = self.read(1, what)
+        else:
+            self.skip_whitespace()
+            c = self.read(1, what)
+        if c == b"T":
+            return True
+        if c == b"F":
+            return False
+        raise self.error(f"expected bool T or F ({what}), got {c!r}", offset=start)
+
+    def read_int32_vector_raw(self, binary: bool, what: str = "integer vector") -> np.ndarray:
+        """Kaldi ``ReadIntegerVector``: binary size byte + int32 count + raw
+        values; text ``[ a b c ]``."""
+        if binary:
+            start = self.offset
+            size = self.read(1, what)[0]
+            if size != 4:
+                raise self.error(f"expected int32 vector ({what}) with element size 4, got {size}",
+                                 offset=start)
+            n = _INT32.unpack(self.read(4, what))[0]
+            if n < 0:
+                raise self.error(f"negative length {n} for {what}", offset=start)
+            return self.read_array(n, np.int32, what)
+        self.expect_token("[")
+        values = []
+        while True:
+            start = self.offset
+            tok = self.read_token(what)
+            if tok == "]":
+                break
+            try:
+                values.append(int(tok))
+            except ValueError:
+                raise self.error(f"expected integer in {what}, got {tok!r}", offset=start) from None
+        return np.asarray(values, dtype=np.int32)
+
+
+def parse_float(tok: str) -> float:
+    """Parse a float as C++ streams written by Kaldi (inf, -inf, nan, Infinity)."""
+    low = tok.lower()
+    if low in ("inf", "+inf", "infinity", "+infinity"):
+        return float("inf")
+    if low in ("-inf", "-infinity"):
+        return float("-inf")
+    if low in ("nan", "-nan", "+nan"):
+        return float("nan")
+    return float(tok)
+
+
+def format_float(x: float, digits: int = 7) -> str:
+    """Format as C++ ``ostream << x`` with ``digits`` significant digits."""
+    if x != x:
+        return "nan"
+    if x == float("inf"):
+        return "inf"
+    if x == float("-inf"):
+        return "-inf"
+    return f"{x:.{digits}g}"
+
+
+# -- writing -------------------------------------------------------------------
+
+def write_binary_marker(f: BinaryIO, binary: bool) -> None:
+    if binary:
+        f.write(b"\0B")
+
+
+def write_token(f: BinaryIO, token: str, binary: bool = True) -> None:
+    f.write(token.encode("ascii") + b" ")
+
+
+def write_int32(f: BinaryIO, value: int, binary: bool = True) -> None:
+    if binary:
+        f.write(b"\x04" + _INT32.pack(int(value)))
+    else:
+        f.write(f"{int(value)} ".encode())
+
+
+def write_float(f: BinaryIO, value: float, binary: bool = True) -> None:
+    if binary:
+        f.write(b"\x04" + _FLOAT.pack(float(value)))
+    else:
+        f.write(f"{format_float(float(np.float32(value)))} ".encode())
+
+
+def write_double(f: BinaryIO, value: float, binary: bool = True) -> None:
+    if binary:
+        f.write(b"\x08" + _DOUBLE.pack(float(value)))
+    else:
+        f.write(f"{format_float(float(value), 17)} ".encode())
+
+
+def write_bool(f: BinaryIO, value: bool, binary: bool = True) -> None:
+    f.write(b"T" if value else b"F")
+    if not binary:
+        f.write(b" ")
+
+
+def write_int32_vector_raw(f: BinaryIO, values, binary: bool = True) -> None:
+    arr = np.ascontiguousarray(np.asarray(values, dtype="<i4"))
+    if binary:
+        f.write(b"\x04" + _INT32.pack(arr.size))
+        f.write(arr.tobytes())
+    else:
+        f.write(b"[ " + b"".join(f"{int(v)} ".encode() for v in arr) + b"] ")

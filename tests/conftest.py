@@ -1,0 +1,42 @@
+"""Shared pytest fixtures: where the Kaldi golden files live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("KBIND_SHARED", REPO_ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def kaldi_io_dir() -> Path:
+    """``shared/fixtures/kaldi-io``: files written by a real Kaldi build."""
+    path = SHARED / "fixtures" / "kaldi-io"
+    if not path.is_dir():
+        pytest.fail(f"Kaldi I/O fixtures not found at {path} (set KBIND_SHARED)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def kaldi_chain_dir() -> Path:
+    """``shared/fixtures/kaldi``: chain / NG-SGD golden cases."""
+    path = SHARED / "fixtures" / "kaldi"
+    if not path.is_dir():
+        pytest.fail(f"Kaldi chain fixtures not found at {path} (set KBIND_SHARED)")
+    return path
+
+
+@pytest.fixture
+def scp_copy(tmp_path, kaldi_io_dir):
+    """Copy of a fixture .scp with FIXTURE_DIR replaced by the real folder."""
+
+    def make(name: str) -> Path:
+        text = (kaldi_io_dir / name).read_text().replace("FIXTURE_DIR", str(kaldi_io_dir))
+        out = tmp_path / name
+        out.write_text(text)
+        return out
+
+    return make
