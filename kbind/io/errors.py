@@ -17,7 +17,11 @@ class KaldiIOError(OSError):
 
     def __init__(self, message: str, filename: Optional[str] = None):
         super().__init__(message)
+        self.message = message
         self.filename = filename
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class KaldiFormatError(ValueError):

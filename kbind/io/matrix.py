@@ -312,7 +312,6 @@ def _parse_row(tokens, inp, start, what):
 
 
 def _read_text_matrix(inp: KaldiInput) -> np.ndarray:
-    inp.skip_whitespace()
     start = inp.offset
     body = _read_bracketed(inp, "matrix")
     lines = [ln.split() for ln in body.split(b"\n")]
@@ -330,7 +329,6 @@ def _read_text_matrix(inp: KaldiInput) -> np.ndarray:
 
 
 def _read_text_vector(inp: KaldiInput) -> np.ndarray:
-    inp.skip_whitespace()
     start = inp.offset
     body = _read_bracketed(inp, "vector")
     vals = _parse_row(body.split(), inp, start, "vector")

@@ -19,6 +19,7 @@ Writers take a binary file object and the same flag.
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import BinaryIO, Optional
 
@@ -33,7 +34,10 @@ __all__ = [
 ]
 
 _WHITESPACE = b" \t\n\r\v\f"
+_WS_RE = re.compile(rb"[ \t\n\r\v\f]")
 _INT32 = struct.Struct("<i")
+_INT32_SIZED = struct.Struct("<Bi")
+_CHUNK = 1 << 24
 _FLOAT = struct.Struct("<f")
 _DOUBLE = struct.Struct("<d")
 
@@ -77,6 +81,7 @@ class KaldiInput:
         """Exactly ``n`` bytes; a truncated stream raises KaldiFormatError."""
         if n < 0:
             raise self.error(f"negative size {n} while reading {what}")
+        self._check_size(n, what)
         if self._ahead:
             head = self._ahead[:n]
             self._ahead = self._ahead[n:]
@@ -91,21 +96,41 @@ class KaldiInput:
         self.offset += n
         return data
 
+    def remaining(self) -> Optional[int]:
+        """Bytes left in a regular file (None for pipes and unknown streams)."""
+        try:
+            if not self.fileobj.seekable():
+                return None
+            import os
+            size = os.fstat(self.fileobj.fileno()).st_size
+            return size - self.fileobj.tell() + len(self._ahead)
+        except (AttributeError, OSError, ValueError):
+            try:
+                buf = self.fileobj.getbuffer()  # BytesIO
+                return len(buf) - self.fileobj.tell() + len(self._ahead)
+            except (AttributeError, ValueError):
+                return None
+
+    def _check_size(self, nbytes: int, what: str) -> None:
+        """Fail early when a size read from the data exceeds what is left,
+        instead of allocating it (a corrupt header can claim terabytes)."""
+        if nbytes <= _CHUNK:
+            return
+        left = self.remaining()
+        if left is not None and nbytes > left:
+            raise self.error(f"unexpected end of file while reading {what} "
+                             f"(needs {nbytes} bytes, {left} left)")
+
     def _read_exact(self, n: int) -> bytes:
-        data = self.fileobj.read(n)
-        if data is None:
-            data = b""
-        if len(data) < n:
-            parts = [data]
-            got = len(data)
-            while got < n:
-                chunk = self.fileobj.read(n - got)
-                if not chunk:
-                    break
-                parts.append(chunk)
-                got += len(chunk)
-            data = b"".join(parts)
-        return data
+        parts = []
+        got = 0
+        while got < n:
+            chunk = self.fileobj.read(min(n - got, _CHUNK))
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
 
     def read_array(self, count: int, dtype, what: str = "data") -> np.ndarray:
         """``count`` little-endian values of ``dtype`` as a writable array."""
@@ -113,6 +138,12 @@ class KaldiInput:
         nbytes = int(count) * dtype.itemsize
         if count < 0:
             raise self.error(f"negative element count {count} while reading {what}")
+        self._check_size(nbytes, what)
+        if nbytes > _CHUNK and self.remaining() is None:
+            # Unknown length (a pipe): grow with the data rather than trust
+            # the size, so a corrupt count fails at EOF without a huge alloc.
+            raw = self.read(nbytes, what)
+            return np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))
         out = np.empty(count, dtype=dtype)
         view = memoryview(out).cast("B")
         start = self.offset
@@ -159,19 +190,21 @@ class KaldiInput:
         consume exactly one whitespace character (if present)."""
         self.skip_whitespace()
         start = self.offset
-        chars = []
+        n = 32
         while True:
-            c = self.peek(1)
-            if not c:
+            buf = self.peek(n)
+            m = _WS_RE.search(buf)
+            if m is not None or len(buf) < n:
+                end = m.start() if m is not None else len(buf)
+                tok = self.read(end)
+                if m is not None:
+                    self.read(1)
                 break
-            if c in _WHITESPACE:
-                self.read(1)
-                break
-            chars.append(self.read(1))
-        if not chars:
+            n *= 4
+        if not tok:
             raise self.error(f"expected {what}, found end of file", offset=start)
         try:
-            return b"".join(chars).decode("ascii")
+            return tok.decode("ascii")
         except UnicodeDecodeError:
             raise self.error(f"expected {what}, found non-text bytes", offset=start) from None
 
@@ -207,11 +240,11 @@ class KaldiInput:
     def read_int32(self, binary: bool, what: str = "int32") -> int:
         if binary:
             start = self.offset
-            size = self.read(1, what)[0]
-            if size != 4:
-                raise self.error(f"expected int32 ({what}) with size byte 4, got {size}",
+            raw = self.read(5, what)
+            if raw[0] != 4:
+                raise self.error(f"expected int32 ({what}) with size byte 4, got {raw[0]}",
                                  offset=start)
-            return _INT32.unpack(self.read(4, what))[0]
+            return _INT32_SIZED.unpack(raw)[1]
         start = self.offset
         tok = self.read_token(what)
         try:

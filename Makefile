@@ -1,0 +1,38 @@
+# kbind: `make run` (install + default recipe) and `make test` (install + tests).
+# Install steps are stamped, so they are fast when nothing changed.
+
+PY ?= python3
+PIP := $(PY) -m pip
+TORCH := torch==2.13.0
+NATIVE_SRC := $(wildcard cbridge/*.c cbridge/*.h) cbridge/build_native.py setup.py pyproject.toml
+
+.PHONY: install run test test-all bench clean
+
+install: .stamp-build
+
+.stamp-deps: requirements.txt
+	$(PIP) install -q --disable-pip-version-check $(TORCH)
+	$(PIP) install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+.stamp-build: .stamp-deps $(NATIVE_SRC)
+	$(PIP) install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+	$(PY) -c "import kbind._native as n; n._require(); print('kbind native core built, OpenMP threads:', n.max_threads())"
+	touch $@
+
+run: install
+	$(PY) scripts/demo_io.py
+
+test: install
+	$(PY) -m pytest -q
+
+test-all: install
+	$(PY) -m pytest -q -m ""
+
+bench: install
+	$(PY) scripts/bench/run_all.py
+
+clean:
+	rm -rf build *.egg-info .stamp-* kbind/_kbind_native*.so kbind/_kbind_native.c \
+	  .pytest_cache bench-out
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
