@@ -48,7 +48,7 @@ import io
 import os
 import struct
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO, List, Optional, Tuple
 
 import numpy as np
@@ -110,7 +110,6 @@ kTrinaryProperties = 0x0000ffffffff0000
 kPosTrinaryProperties = kTrinaryProperties & 0x5555555555555555
 kNegTrinaryProperties = kTrinaryProperties & 0xaaaaaaaaaaaaaaaa
 kCopyProperties = kTrinaryProperties | kError
-_ALL_TRINARY_BUT = None
 kSetStartProperties = (kExpanded | kMutable | kError | kAcceptor | kNotAcceptor | kIDeterministic
                        | kNonIDeterministic | kODeterministic | kNonODeterministic | kEpsilons
                        | kNoEpsilons | kIEpsilons | kNoIEpsilons | kOEpsilons | kNoOEpsilons
@@ -208,9 +207,6 @@ def _scc(num_states: int, start: int, offsets: np.ndarray, dst: np.ndarray):
     initial_cyclic = False
     if start < 0:
         return scc, access, cyclic, initial_cyclic
-    dfnum = np.full(num_states, -1, dtype=np.int64)
-    low = np.zeros(num_states, dtype=np.int64)
-    onstack = np.zeros(num_states, dtype=bool)
     offs = offsets.tolist()
     dsts = dst.tolist()
     dfnum_l = [-1] * num_states
@@ -225,8 +221,6 @@ def _scc(num_states: int, start: int, offsets: np.ndarray, dst: np.ndarray):
     for root in roots:
         if color[root]:
             continue
-        if root == start:
-            pass
         # iterative DFS: frames of (state, next arc index)
         color[root] = 1
         dfnum_l[root] = low_l[root] = counter
@@ -748,9 +742,7 @@ class Fst:
         if n and (src.min() < 0 or src.max() >= num_states or dst.min() < 0
                   or dst.max() >= num_states):
             raise ValueError("arc state id out of range")
-        if not (-1 <= self.start < max(num_states, 0) or (self.start == -1)):
-            raise ValueError(f"start state {self.start} out of range")
-        if self.start >= num_states:
+        if not -1 <= self.start < num_states:
             raise ValueError(f"start state {self.start} out of range")
         self.state_offsets = np.zeros(num_states + 1, dtype=np.int64)
         if num_states:
@@ -887,7 +879,7 @@ class Fst:
     @classmethod
     def _from_parts(cls, hdr: FstHeader, finals, counts, il, ol, w, dst, inp) -> "Fst":
         ns = len(finals)
-        if not (-1 <= hdr.start < ns) or (hdr.start == -1 and False):
+        if not -1 <= hdr.start < ns:
             raise inp.error(f"start state {hdr.start} out of range (num_states {ns})",
                             offset=hdr.offset)
         fst = cls.__new__(cls)
@@ -1023,11 +1015,11 @@ class Fst:
         stripped = data.lstrip(b" \t\r\n")
         inp = KaldiInput(io.BytesIO(b"\n" + stripped), "<text>")
         fst = cls._read_text(inp, arc_type=arc_type)
-        rest = inp.fileobj.read()
-        rest = inp._ahead + rest
-        if rest.strip():
-            raise KaldiFormatError("unexpected text after the empty line ending the FST",
-                                   filename="<text>", offset=inp.offset)
+        while not inp.at_eof():
+            off = inp.offset
+            if inp.read(1) not in _WS:
+                raise KaldiFormatError("unexpected text after the empty line ending the FST",
+                                       filename="<text>", offset=off)
         return fst
 
     @classmethod

@@ -377,4 +377,4 @@ def write_int32_vector_raw(f: BinaryIO, values, binary: bool = True) -> None:
         f.write(b"\x04" + _INT32.pack(arr.size))
         f.write(arr.tobytes())
     else:
-        f.write(b"[ " + b"".join(f"{int(v)} ".encode() for v in arr) + b"] ")
+        f.write(b"[ " + b"".join(f"{int(v)} ".encode() for v in arr) + b"]\n")
