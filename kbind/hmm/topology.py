@@ -35,16 +35,14 @@ print it (the ``lang/topo`` file), while :meth:`write` prints it as Kaldi's
 
 from __future__ import annotations
 
-from typing import BinaryIO, Iterable, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from kbind.io.stream import (KaldiInput, format_float, write_float, write_int32,
-                             write_token)
+from kbind.io.stream import (KaldiInput, KaldiObject, format_float, write_float, write_int32,
+                             write_int32_vector_raw, write_token)
 
-from ._io import (expect_final_token, f32, object_to_bytes, read_int_vector,
-                  read_object_bytes, read_object_file, wrap_errors, write_int_vector,
-                  write_object_file)
+from ._io import f32
 
 __all__ = ["HmmState", "HmmTopology", "NO_PDF"]
 
@@ -95,7 +93,7 @@ class HmmState:
 TopologyEntry = List[HmmState]
 
 
-class HmmTopology:
+class HmmTopology(KaldiObject):
     """Kaldi ``HmmTopology``.
 
     Parameters
@@ -393,10 +391,10 @@ class HmmTopology:
                     tok_start = inp.offset
                     tok = inp.read_token("<State> or </TopologyEntry>")
                 entries.append((entry_phones, states))
-            with wrap_errors(inp, start):
+            with inp.wrap_errors(start):
                 return cls.from_entries(entries)
-        phones = read_int_vector(inp, True, "topology phones")
-        phone2idx = read_int_vector(inp, True, "topology phone2idx")
+        phones = inp.read_int32_vector_raw(True, "topology phones")
+        phone2idx = inp.read_int32_vector_raw(True, "topology phone2idx")
         sz = inp.read_int32(True, "number of topology entries")
         is_hmm = True
         if sz == -1:
@@ -423,8 +421,8 @@ class HmmTopology:
                     trans.append((dest, prob))
                 states.append(HmmState(fwd, slp, trans))
             entries.append(states)
-        expect_final_token(inp, "</Topology>")
-        with wrap_errors(inp, start):
+        inp.expect_final_token("</Topology>")
+        with inp.wrap_errors(start):
             return cls(phones.tolist(), phone2idx.tolist(), entries)
 
     def write(self, f: BinaryIO, binary: bool) -> None:
@@ -433,26 +431,12 @@ class HmmTopology:
         write_token(f, "<Topology>", binary)
         if not binary:
             out = ["\n"]
-            for i, entry in enumerate(self.entries):
-                out.append("<TopologyEntry> \n<ForPhones> \n")
-                out.append("".join(f"{p} " for p in self.entry_phones(i)))
-                out.append("\n</ForPhones> \n")
-                for j, st in enumerate(entry):
-                    out.append(f"<State> {j} ")
-                    if st.forward_pdf_class != NO_PDF:
-                        if is_hmm:
-                            out.append(f"<PdfClass> {st.forward_pdf_class} ")
-                        else:
-                            out.append(f"<ForwardPdfClass> {st.forward_pdf_class} "
-                                       f"<SelfLoopPdfClass> {st.self_loop_pdf_class} ")
-                    for dest, prob in st.transitions:
-                        out.append(f"<Transition> {dest} {format_float(prob)} ")
-                    out.append("</State> \n")
-                out.append("</TopologyEntry> \n")
+            for tokens in self._entry_lines(format_float):
+                out.append("".join(t + " " for t in tokens) + "\n")
             f.write("".join(out).encode("ascii"))
         else:
-            write_int_vector(f, self.phones, True)
-            write_int_vector(f, self.phone2idx, True)
+            write_int32_vector_raw(f, self.phones, True)
+            write_int32_vector_raw(f, self.phone2idx, True)
             if not is_hmm:
                 write_int32(f, -1, True)
             write_int32(f, len(self.entries), True)
@@ -477,11 +461,20 @@ class HmmTopology:
         :meth:`kaldi_3state` / :meth:`chain_2state` (probabilities equal to 1/k
         are printed as perl prints them, others with the shortest decimal that
         reads back as the same float32)."""
-        is_hmm = self.is_hmm
         lines = ["<Topology>"]
+        lines += [" ".join(tokens) for tokens in self._entry_lines(_short_float)]
+        lines.append("</Topology>")
+        return "\n".join(lines) + "\n"
+
+    def _entry_lines(self, fmt: Callable[[float], str]) -> Iterator[List[str]]:
+        """The tokens of each line of the text form between ``<Topology>`` and
+        ``</Topology>`` (probabilities formatted with ``fmt``)."""
+        is_hmm = self.is_hmm
         for i, entry in enumerate(self.entries):
-            lines += ["<TopologyEntry>", "<ForPhones>",
-                      " ".join(str(p) for p in self.entry_phones(i)), "</ForPhones>"]
+            yield ["<TopologyEntry>"]
+            yield ["<ForPhones>"]
+            yield [str(p) for p in self.entry_phones(i)]
+            yield ["</ForPhones>"]
             for j, st in enumerate(entry):
                 parts = [f"<State> {j}"]
                 if st.forward_pdf_class != NO_PDF:
@@ -491,26 +484,10 @@ class HmmTopology:
                         parts.append(f"<ForwardPdfClass> {st.forward_pdf_class} "
                                      f"<SelfLoopPdfClass> {st.self_loop_pdf_class}")
                 for dest, prob in st.transitions:
-                    parts.append(f"<Transition> {dest} {_short_float(prob)}")
+                    parts.append(f"<Transition> {dest} {fmt(prob)}")
                 parts.append("</State>")
-                lines.append(" ".join(parts))
-            lines.append("</TopologyEntry>")
-        lines.append("</Topology>")
-        return "\n".join(lines) + "\n"
-
-    @classmethod
-    def from_file(cls, path) -> "HmmTopology":
-        return read_object_file(path, cls.read)
-
-    @classmethod
-    def from_bytes(cls, data: bytes, name: str = "<bytes>") -> "HmmTopology":
-        return read_object_bytes(data, cls.read, name)
-
-    def to_file(self, path, binary: bool = True) -> None:
-        write_object_file(path, self, binary)
-
-    def to_bytes(self, binary: bool = True) -> bytes:
-        return object_to_bytes(self, binary)
+                yield parts
+            yield ["</TopologyEntry>"]
 
 
 def _short_float(x: float) -> str:

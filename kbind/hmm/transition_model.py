@@ -39,11 +39,10 @@ from typing import BinaryIO, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
-from kbind.io.stream import KaldiInput, write_int32, write_token
+from kbind.io.matrix import read_vector, write_vector
+from kbind.io.stream import KaldiInput, KaldiObject, write_int32, write_token
 
-from ._io import (expect_final_token, exp_f32, f32, log_f32, object_to_bytes,
-                  read_float_vector, read_object_bytes, read_object_file, wrap_errors,
-                  write_float_vector, write_object_file)
+from ._io import exp_f32, f32, log_f32
 from .topology import NO_PDF, HmmTopology
 from .tree import ContextDependency
 
@@ -52,7 +51,7 @@ __all__ = ["TransitionModel", "Tuple4"]
 Tuple4 = Tuple[int, int, int, int]
 
 
-class TransitionModel:
+class TransitionModel(KaldiObject):
     """Kaldi ``TransitionModel``.
 
     Parameters
@@ -464,10 +463,13 @@ class TransitionModel:
         if end not in ("</Triples>", "</Tuples>"):
             raise inp.error(f"expected </Triples> or </Tuples>, got {end!r}", offset=end_start)
         inp.expect_token("<LogProbs>")
-        log_probs = read_float_vector(inp, binary, "transition log-probs")
+        if binary:
+            log_probs = read_vector(inp, True).astype(np.float32)
+        else:
+            log_probs = inp.read_text_float_vector("transition log-probs")
         inp.expect_token("</LogProbs>")
-        expect_final_token(inp, "</TransitionModel>")
-        with wrap_errors(inp, start):
+        inp.expect_final_token("</TransitionModel>")
+        with inp.wrap_errors(start):
             return cls(topo, tuples, log_probs)
 
     def write(self, f: BinaryIO, binary: bool) -> None:
@@ -495,7 +497,7 @@ class TransitionModel:
         write_token(f, "<LogProbs>", binary)
         if not binary:
             f.write(b"\n")
-        write_float_vector(f, self._log_probs, binary)
+        write_vector(f, np.asarray(self._log_probs, dtype=np.float32), binary)
         write_token(f, "</LogProbs>", binary)
         if not binary:
             f.write(b"\n")
@@ -507,17 +509,7 @@ class TransitionModel:
     def from_file(cls, path) -> "TransitionModel":
         """Read a transition model, or the transition model at the start of an
         acoustic model file (``final.mdl``: the AM follows and is ignored)."""
-        return read_object_file(path, cls.read)
-
-    @classmethod
-    def from_bytes(cls, data: bytes, name: str = "<bytes>") -> "TransitionModel":
-        return read_object_bytes(data, cls.read, name)
-
-    def to_file(self, path, binary: bool = True) -> None:
-        write_object_file(path, self, binary)
-
-    def to_bytes(self, binary: bool = True) -> bytes:
-        return object_to_bytes(self, binary)
+        return super().from_file(path)
 
 
 def _cfmt(x: float, digits: int) -> str:

@@ -41,11 +41,8 @@ from __future__ import annotations
 from typing import (BinaryIO, Dict, Iterable, List, Mapping, Optional, Sequence, Set,
                     Tuple, Union)
 
-from kbind.io.stream import KaldiInput, write_int32, write_token
-
-from ._io import (expect_final_token, object_to_bytes, read_int_vector, read_object_bytes,
-                  read_object_file, read_uint32, write_int_vector, write_object_file,
-                  write_uint32)
+from kbind.io.stream import (KaldiInput, KaldiObject, write_int32, write_int32_vector_raw,
+                             write_token, write_uint32)
 
 __all__ = ["EventMap", "ConstantEventMap", "TableEventMap", "SplitEventMap",
            "ContextDependency", "PDF_CLASS_KEY", "read_event_map", "write_event_map"]
@@ -207,7 +204,7 @@ class SplitEventMap(EventMap):
     def write(self, f, binary):
         write_token(f, "SE", binary)
         write_int32(f, self.key, binary)
-        write_int_vector(f, self.yes_set, binary)
+        write_int32_vector_raw(f, self.yes_set, binary)
         write_token(f, "{", binary)
         self.yes.write(f, binary)
         self.no.write(f, binary)
@@ -248,7 +245,7 @@ def read_event_map(inp: KaldiInput, binary: bool, _depth: int = 0) -> Optional[E
         return ConstantEventMap(inp.read_int32(binary, "CE answer"))
     if tok == "TE":
         key = inp.read_int32(binary, "TE key")
-        size = read_uint32(inp, binary, "TE size")
+        size = inp.read_uint32(binary, "TE size")
         inp.expect_token("(")
         table = []
         for _ in range(size):  # no pre-allocation: a bad size ends at EOF
@@ -257,7 +254,7 @@ def read_event_map(inp: KaldiInput, binary: bool, _depth: int = 0) -> Optional[E
         return TableEventMap(key, table)
     if tok == "SE":
         key = inp.read_int32(binary, "SE key")
-        yes_set = read_int_vector(inp, binary, "SE yes-set")
+        yes_set = inp.read_int32_vector_raw(binary, "SE yes-set")
         inp.expect_token("{")
         yes = read_event_map(inp, binary, _depth + 1)
         no = read_event_map(inp, binary, _depth + 1)
@@ -268,7 +265,7 @@ def read_event_map(inp: KaldiInput, binary: bool, _depth: int = 0) -> Optional[E
     raise inp.error(f"reading EventMap: unexpected token {tok!r}", offset=start)
 
 
-class ContextDependency:
+class ContextDependency(KaldiObject):
     """Kaldi ``ContextDependency``: context width ``N``, central position ``P``
     and the ``to_pdf`` EventMap (None is allowed and written as ``NULL``)."""
 
@@ -483,7 +480,7 @@ class ContextDependency:
             raise inp.error(f"got unexpected token {tok!r} reading ContextDependency",
                             offset=start)
         to_pdf = read_event_map(inp, binary)
-        expect_final_token(inp, "EndContextDependency")
+        inp.expect_final_token("EndContextDependency")
         return cls(N, P, to_pdf)
 
     def write(self, f: BinaryIO, binary: bool) -> None:
@@ -493,20 +490,6 @@ class ContextDependency:
         write_token(f, "ToPdf", binary)
         write_event_map(f, self.to_pdf, binary)
         write_token(f, "EndContextDependency", binary)
-
-    @classmethod
-    def from_file(cls, path) -> "ContextDependency":
-        return read_object_file(path, cls.read)
-
-    @classmethod
-    def from_bytes(cls, data: bytes, name: str = "<bytes>") -> "ContextDependency":
-        return read_object_bytes(data, cls.read, name)
-
-    def to_file(self, path, binary: bool = True) -> None:
-        write_object_file(path, self, binary)
-
-    def to_bytes(self, binary: bool = True) -> bytes:
-        return object_to_bytes(self, binary)
 
 
 def _per_phone_counts(phones, spec, phone_sets) -> Dict[int, int]:

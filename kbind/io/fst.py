@@ -599,6 +599,11 @@ class _BodyBuffer:
         self.pos += k
         return b
 
+    def exhausted(self) -> bool:
+        """Nothing buffered and the stream at EOF (end of a body whose
+        number of states is unknown)."""
+        return self.pos >= len(self.buf) and self.inp.at_eof()
+
 
 def _weight_dtype(arc_type: str):
     """(numpy dtype of one weight, weight count, semiring name) for fixed-size weights."""
@@ -633,7 +638,7 @@ def read_vector_body_fixed(inp: KaldiInput, hdr: FstHeader, wdtype: np.dtype, wh
     unknown = ns == -1
     while unknown or s < ns:
         if unknown:
-            if body.pos >= len(body.buf) and inp.at_eof():
+            if body.exhausted():
                 break
             body.ensure(hsize, hsize)
         else:
@@ -702,9 +707,259 @@ def _tmp_dir() -> Optional[str]:
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
+# -- shared by Fst, Lattice and CompactLattice ------------------------------------------
+
+def _csr(counts) -> np.ndarray:
+    """CSR offsets (int64, length len(counts) + 1) from per-item counts."""
+    out = np.zeros(len(counts) + 1, dtype=np.int64)
+    if len(counts):
+        out[1:] = np.cumsum(counts)
+    return out
+
+
+def _check_vector_header(inp: KaldiInput, hdr: FstHeader) -> None:
+    """The VectorFst version and state count of a header."""
+    if hdr.version < 2:
+        raise inp.error(f"unsupported VectorFst version {hdr.version}", offset=hdr.offset)
+    if hdr.num_states < -1:
+        raise inp.error(f"bad number of states {hdr.num_states}", offset=hdr.offset)
+
+
+def _check_start(inp: KaldiInput, hdr: FstHeader, ns: int) -> None:
+    if not -1 <= hdr.start < ns:
+        raise inp.error(f"start state {hdr.start} out of range (num_states {ns})",
+                        offset=hdr.offset)
+
+
+def _check_dst(inp: KaldiInput, hdr: FstHeader, src, dst, ns: int) -> None:
+    if len(dst):
+        bad = np.nonzero((dst < 0) | (dst >= ns))[0]
+        if len(bad):
+            a = int(bad[0])
+            raise inp.error(f"arc {a} of state {int(src[a])} goes to state {int(dst[a])}, "
+                            f"out of range (num_states {ns})", offset=hdr.offset)
+
+
+def _parse_text_fst(lines, arc_cols: int, one, parse_w, is_zero):
+    """Parse the lines of a text FST (from :func:`_read_text_lines`), Kaldi's
+    ReadFstKaldi/LatticeReader rules: ``s`` or ``s w`` is a final state,
+    ``src dst label... [w]`` (``arc_cols`` columns before the optional weight)
+    an arc; the first line's source is the start state. ``one`` is the weight
+    of an omitted column, ``parse_w`` parses a weight (ValueError if bad) and
+    ``is_zero`` tests for Zero (not allowed on arcs).
+
+    Returns ``((num_states, start, finals, src, dst, labels, weights), None)``
+    with ``finals`` a dict state -> weight and ``labels`` one list per label
+    column, or ``(None, (offset, line))`` for the first bad line."""
+    src, dst, w = [], [], []
+    labels: List[List[int]] = [[] for _ in range(arc_cols - 2)]
+    finals = {}
+    max_state = -1
+    start = -1
+    for n, (off, cols) in enumerate(lines):
+        try:
+            s = int(cols[0])
+            if s < 0:
+                raise ValueError
+            if n == 0:
+                start = s
+            max_state = max(max_state, s)
+            if len(cols) == 1:
+                finals[s] = one
+            elif len(cols) == 2:
+                finals[s] = parse_w(cols[1])
+            elif len(cols) in (arc_cols, arc_cols + 1):
+                d = int(cols[1])
+                if d < 0:
+                    raise ValueError
+                weight = one if len(cols) == arc_cols else parse_w(cols[arc_cols])
+                if is_zero(weight):
+                    raise ValueError
+                arc_labels = [int(c) for c in cols[2:arc_cols]]
+                src.append(s)
+                dst.append(d)
+                for col, v in zip(labels, arc_labels):
+                    col.append(v)
+                w.append(weight)
+                max_state = max(max_state, d)
+            else:
+                raise ValueError
+        except (ValueError, OverflowError):
+            return None, (off, " ".join(cols))
+    return (max_state + 1, start, finals, src, dst, labels, w), None
+
+
+def _kaldifst_read(data: bytes, load, suffix: str, what: str):
+    """``load(filename)`` (a kaldifst reader) on ``data`` in a temporary file."""
+    with tempfile.NamedTemporaryFile(suffix=suffix, dir=_tmp_dir(), delete=False) as tf:
+        tf.write(data)
+        name = tf.name
+    try:
+        out = load(name)
+    finally:
+        os.unlink(name)
+    if out is None:
+        raise KaldiFormatError(f"kaldifst could not read the {what} we wrote")
+    return out
+
+
+def _kaldifst_write(kobj, load, suffix: str, what: str):
+    """``load(filename)`` on what ``kobj.write(filename)`` writes to a temporary file."""
+    with tempfile.NamedTemporaryFile(suffix=suffix, dir=_tmp_dir(), delete=False) as tf:
+        name = tf.name
+    try:
+        if not kobj.write(name):
+            raise KaldiFormatError(f"kaldifst failed to write the {what}")
+        return load(name)
+    finally:
+        os.unlink(name)
+
+
+class _FstBase:
+    """What Fst, Lattice and CompactLattice share: arcs grouped by source
+    state (``arc_src``, ``arc_dst``, ``arc_ilabel``, ``arc_olabel``, CSR
+    ``state_offsets``), ``final`` (one weight per state), ``start``, the
+    header's ``properties`` and symbol tables. Subclasses define
+    ``_content()`` (start, then the arrays that make up the FST) and the
+    weight tests ``_final_is_zero``/``_final_is_one``/``_arc_is_zero``/
+    ``_arc_is_one`` (bool per state / arc), ``to_bytes()`` and ``to_text()``."""
+
+    def _init_common(self, num_states, start, arc_src, arc_dst, arc_ilabel, arc_olabel):
+        """Set start, arcs (stably sorted by source) and offsets; returns the
+        sort order applied (None if the arcs were already grouped)."""
+        self.start = int(start)
+        src = np.asarray([] if arc_src is None else arc_src, dtype=np.int32)
+        dst = np.asarray([] if arc_dst is None else arc_dst, dtype=np.int32)
+        il = np.asarray([] if arc_ilabel is None else arc_ilabel, dtype=np.int32)
+        ol = il.copy() if arc_olabel is None else np.asarray(arc_olabel, dtype=np.int32)
+        n = len(src)
+        if not (len(dst) == len(il) == len(ol) == n):
+            raise ValueError("arc arrays have different lengths")
+        order = None
+        if n and np.any(src[1:] < src[:-1]):
+            order = np.argsort(src, kind="stable")
+            src, dst, il, ol = src[order], dst[order], il[order], ol[order]
+        if n and (src.min() < 0 or src.max() >= num_states or dst.min() < 0
+                  or dst.max() >= num_states):
+            raise ValueError("arc state id out of range")
+        if not -1 <= self.start < num_states:
+            raise ValueError(f"start state {self.start} out of range")
+        self.arc_src, self.arc_dst, self.arc_ilabel, self.arc_olabel = (
+            src.copy(), dst.copy(), il.copy(), ol.copy())
+        self.state_offsets = _csr(np.bincount(src, minlength=num_states)[:num_states]
+                                  if num_states else [])
+        self.properties: Optional[int] = None
+        self._props_digest: Optional[bytes] = None
+        self.isymbols: Optional[bytes] = None
+        self.osymbols: Optional[bytes] = None
+        return order
+
+    def _init_from_body(self, inp: KaldiInput, hdr: FstHeader, counts, il, ol, dst) -> None:
+        """Set start, arcs, offsets and symbol tables from a binary body
+        (``counts``: arcs per state), checking the start and arc targets."""
+        ns = len(counts)
+        _check_start(inp, hdr, ns)
+        self.start = int(hdr.start)
+        self.state_offsets = _csr(counts)
+        self.arc_src = np.repeat(np.arange(ns, dtype=np.int32), counts)
+        self.arc_dst = np.asarray(dst, dtype=np.int32).copy()
+        self.arc_ilabel = np.asarray(il, dtype=np.int32).copy()
+        self.arc_olabel = np.asarray(ol, dtype=np.int32).copy()
+        _check_dst(inp, hdr, self.arc_src, self.arc_dst, ns)
+        self.isymbols, self.osymbols = hdr.isymbols, hdr.osymbols
+
+    def _keep_header_properties(self, hdr: FstHeader, keep: bool = True) -> None:
+        """Remember the header's properties for the content just read (or
+        forget them, ``keep=False``, when the FST was converted)."""
+        if keep:
+            self.properties = int(hdr.properties)
+            self._props_digest = self._content_digest()
+        else:
+            self.properties = None
+            self._props_digest = None
+
+    @property
+    def num_states(self) -> int:
+        return len(self.final)
+
+    @property
+    def num_arcs(self) -> int:
+        return len(self.arc_src)
+
+    def _content_digest(self) -> bytes:
+        return _digest(*self._content())
+
+    def equal(self, other) -> bool:
+        """Same states, start, finals and arcs (bit-exact weights)."""
+        if not (self.num_states == other.num_states and self.start == other.start):
+            return False
+        return all(np.array_equal(a.view(np.uint32), b.view(np.uint32)) if a.dtype.kind == "f"
+                   else np.array_equal(a, b)
+                   for a, b in zip(self._content()[1:], other._content()[1:]))
+
+    def _unchanged(self) -> bool:
+        return self.properties is not None and self._props_digest == self._content_digest()
+
+    def stored_properties(self) -> int:
+        """The property bits OpenFst would hold for this FST: the header's if
+        the FST is unchanged since it was read, else the incremental ones."""
+        if self._unchanged():
+            return int(self.properties)
+        fin = ~self._final_is_zero()
+        return incremental_properties(
+            self.num_states, self.start, ~self._final_is_one()[fin], bool(np.any(fin)),
+            self.arc_src, self.arc_dst, self.arc_ilabel, self.arc_olabel,
+            ~(self._arc_is_zero() | self._arc_is_one()))
+
+    def _header(self, fst_type: str, arc_type: str, props: int, num_arcs: int = 0) -> FstHeader:
+        flags = (1 if self.isymbols is not None else 0) | (2 if self.osymbols is not None else 0)
+        return FstHeader(fst_type, arc_type, 2, flags, props, self.start,
+                         self.num_states, num_arcs, self.isymbols, self.osymbols)
+
+    def _vector_bytes(self, arc_type: str, props: int, wdtype: np.dtype) -> bytes:
+        """Header and body of a VectorFst with fixed-size weights."""
+        return self._header("vector", arc_type, props).to_bytes() + write_vector_body_fixed(
+            self.final, self.state_offsets, self.arc_ilabel, self.arc_olabel,
+            self.arc_weight, self.arc_dst, wdtype)
+
+    def write(self, f: BinaryIO, binary: bool = True) -> None:
+        """What Kaldi's holder writes after ``<key> `` (a VectorFst in binary;
+        ``\\n`` + text + ``\\n`` in text mode)."""
+        if binary:
+            f.write(self.to_bytes())
+        else:
+            f.write(b"\n" + self.to_text().encode("ascii") + b"\n")
+
+    def _state_order(self) -> List[int]:
+        """The FstPrinter order: the start state, then the others."""
+        if self.start < 0:
+            return []
+        return [self.start] + [s for s in range(self.num_states) if s != self.start]
+
+    def _print_text(self, labels: List[str], arc_text, final_text) -> str:
+        """FstPrinter output with TAB separators: per state (start first) its
+        arcs ``src dst labels[k] [weight]``, then ``s [weight]`` if the state
+        is final or has no arcs. ``arc_text(k)``/``final_text(s)`` give the
+        weight text, '' for One."""
+        out: List[str] = []
+        dst = self.arc_dst.tolist()
+        offs = self.state_offsets.tolist()
+        fin_zero = self._final_is_zero().tolist()
+        for s in self._state_order():
+            a, b = offs[s], offs[s + 1]
+            for k in range(a, b):
+                wt = arc_text(k)
+                out.append(f"{s}\t{dst[k]}\t{labels[k]}\t{wt}\n" if wt
+                           else f"{s}\t{dst[k]}\t{labels[k]}\n")
+            if not fin_zero[s] or a == b:
+                wt = final_text(s)
+                out.append(f"{s}\t{wt}\n" if wt else f"{s}\n")
+        return "".join(out)
+
+
 # -- the FST class ---------------------------------------------------------------------
 
-class Fst:
+class Fst(_FstBase):
     """An OpenFst FST over the tropical (``standard``) or ``log`` semiring.
 
     Attributes (numpy arrays): ``final`` float32 cost per state (+inf = not
@@ -720,50 +975,22 @@ class Fst:
                  arc_dst=None, arc_ilabel=None, arc_olabel=None, arc_weight=None,
                  arc_type: str = "standard", fst_type: str = "vector"):
         num_states = int(num_states)
-        self.start = int(start)
         self.final = (np.full(num_states, _INF, dtype=np.float32) if final is None
                       else np.asarray(final, dtype=np.float32).copy())
         if self.final.shape != (num_states,):
             raise ValueError(f"final has shape {self.final.shape}, expected ({num_states},)")
-        src = np.asarray([] if arc_src is None else arc_src, dtype=np.int32)
-        n = len(src)
-        dst = np.asarray([] if arc_dst is None else arc_dst, dtype=np.int32)
-        il = np.asarray([] if arc_ilabel is None else arc_ilabel, dtype=np.int32)
-        ol = il.copy() if arc_olabel is None else np.asarray(arc_olabel, dtype=np.int32)
+        n = 0 if arc_src is None else len(np.asarray(arc_src))
         w = (np.zeros(n, dtype=np.float32) if arc_weight is None
              else np.asarray(arc_weight, dtype=np.float32))
-        if not (len(dst) == len(il) == len(ol) == len(w) == n):
+        if len(w) != n:
             raise ValueError("arc arrays have different lengths")
-        if n and np.any(src[1:] < src[:-1]):
-            order = np.argsort(src, kind="stable")
-            src, dst, il, ol, w = src[order], dst[order], il[order], ol[order], w[order]
-        self.arc_src, self.arc_dst, self.arc_ilabel, self.arc_olabel, self.arc_weight = (
-            src.copy(), dst.copy(), il.copy(), ol.copy(), w.copy())
-        if n and (src.min() < 0 or src.max() >= num_states or dst.min() < 0
-                  or dst.max() >= num_states):
-            raise ValueError("arc state id out of range")
-        if not -1 <= self.start < num_states:
-            raise ValueError(f"start state {self.start} out of range")
-        self.state_offsets = np.zeros(num_states + 1, dtype=np.int64)
-        if num_states:
-            self.state_offsets[1:] = np.cumsum(np.bincount(src, minlength=num_states))
+        order = self._init_common(num_states, start, arc_src, arc_dst, arc_ilabel, arc_olabel)
+        self.arc_weight = (w if order is None else w[order]).copy()
         self.arc_type = arc_type
         self.fst_type = fst_type
-        self.properties: Optional[int] = None
         self.version = 2
-        self.isymbols: Optional[bytes] = None
-        self.osymbols: Optional[bytes] = None
-        self._props_digest: Optional[bytes] = None
 
     # -- basic accessors ---------------------------------------------------------
-    @property
-    def num_states(self) -> int:
-        return len(self.final)
-
-    @property
-    def num_arcs(self) -> int:
-        return len(self.arc_src)
-
     def arcs(self, s: int):
         """List of (dst, ilabel, olabel, weight) leaving state ``s``."""
         a, b = self.state_offsets[s], self.state_offsets[s + 1]
@@ -774,35 +1001,25 @@ class Fst:
         return (f"Fst(num_states={self.num_states}, num_arcs={self.num_arcs}, "
                 f"start={self.start}, arc_type={self.arc_type!r})")
 
-    def equal(self, other: "Fst") -> bool:
-        """Same states, start, finals and arcs (bit-exact weights)."""
-        return (self.num_states == other.num_states and self.start == other.start
-                and np.array_equal(self.final.view(np.uint32), other.final.view(np.uint32))
-                and np.array_equal(self.state_offsets, other.state_offsets)
-                and np.array_equal(self.arc_dst, other.arc_dst)
-                and np.array_equal(self.arc_ilabel, other.arc_ilabel)
-                and np.array_equal(self.arc_olabel, other.arc_olabel)
-                and np.array_equal(self.arc_weight.view(np.uint32),
-                                   other.arc_weight.view(np.uint32)))
-
     # -- properties ---------------------------------------------------------------
-    def _content_digest(self) -> bytes:
-        return _digest(self.start, self.final, self.state_offsets, self.arc_dst,
-                       self.arc_ilabel, self.arc_olabel, self.arc_weight)
+    def _content(self) -> tuple:
+        return (self.start, self.final, self.state_offsets, self.arc_dst,
+                self.arc_ilabel, self.arc_olabel, self.arc_weight)
+
+    def _final_is_zero(self) -> np.ndarray:
+        return self.final == _INF
+
+    def _final_is_one(self) -> np.ndarray:
+        return self.final == 0
+
+    def _arc_is_zero(self) -> np.ndarray:
+        return self.arc_weight == _INF
+
+    def _arc_is_one(self) -> np.ndarray:
+        return self.arc_weight == 0
 
     def _weighted(self, w: np.ndarray) -> np.ndarray:
         return ~((w == 0) | (w == _INF))
-
-    def stored_properties(self) -> int:
-        """The property bits OpenFst would hold for this FST: the header's if
-        the FST is unchanged since it was read, else the incremental ones."""
-        if self.properties is not None and self._props_digest == self._content_digest():
-            return int(self.properties)
-        fin = self.final != _INF
-        return incremental_properties(
-            self.num_states, self.start, self._weighted(self.final[fin]), bool(np.any(fin)),
-            self.arc_src, self.arc_dst, self.arc_ilabel, self.arc_olabel,
-            self._weighted(self.arc_weight))
 
     def computed_properties(self) -> int:
         """All trinary properties, computed (OpenFst ``ComputeProperties``)."""
@@ -834,15 +1051,10 @@ class Fst:
             raise inp.error(f"unsupported arc type {hdr.arc_type!r} for an FST "
                             f"(expected 'standard' or 'log')", offset=hdr.offset)
         if hdr.fst_type == "vector":
-            if hdr.version < 2:
-                raise inp.error(f"unsupported VectorFst version {hdr.version}", offset=hdr.offset)
-            if hdr.num_states < -1:
-                raise inp.error(f"bad number of states {hdr.num_states}", offset=hdr.offset)
-            finals, counts, arcs, body_start = read_vector_body_fixed(
-                inp, hdr, np.dtype("<f4"), "FST")
+            _check_vector_header(inp, hdr)
+            finals, counts, arcs, _ = read_vector_body_fixed(inp, hdr, np.dtype("<f4"), "FST")
             fst = cls._from_parts(hdr, finals, counts, arcs["i"], arcs["o"], arcs["w"],
                                   arcs["n"], inp)
-            hsize, asize = 12, 16
         elif hdr.fst_type == "const":
             if hdr.version not in (1, 2):
                 raise inp.error(f"unsupported ConstFst version {hdr.version}", offset=hdr.offset)
@@ -878,62 +1090,30 @@ class Fst:
 
     @classmethod
     def _from_parts(cls, hdr: FstHeader, finals, counts, il, ol, w, dst, inp) -> "Fst":
-        ns = len(finals)
-        if not -1 <= hdr.start < ns:
-            raise inp.error(f"start state {hdr.start} out of range (num_states {ns})",
-                            offset=hdr.offset)
         fst = cls.__new__(cls)
-        fst.start = int(hdr.start)
+        fst._init_from_body(inp, hdr, counts, il, ol, dst)
         fst.final = np.asarray(finals, dtype=np.float32).copy()
-        fst.state_offsets = np.zeros(ns + 1, dtype=np.int64)
-        if ns:
-            fst.state_offsets[1:] = np.cumsum(counts)
-        fst.arc_src = np.repeat(np.arange(ns, dtype=np.int32), counts)
-        fst.arc_dst = np.asarray(dst, dtype=np.int32).copy()
-        fst.arc_ilabel = np.asarray(il, dtype=np.int32).copy()
-        fst.arc_olabel = np.asarray(ol, dtype=np.int32).copy()
         fst.arc_weight = np.asarray(w, dtype=np.float32).copy()
-        if len(fst.arc_dst):
-            bad = np.nonzero((fst.arc_dst < 0) | (fst.arc_dst >= ns))[0]
-            if len(bad):
-                a = int(bad[0])
-                raise inp.error(f"arc {a} of state {int(fst.arc_src[a])} goes to state "
-                                f"{int(fst.arc_dst[a])}, out of range (num_states {ns})",
-                                offset=hdr.offset)
         fst.arc_type = hdr.arc_type
         fst.fst_type = hdr.fst_type
-        fst.properties = int(hdr.properties)
         fst.version = hdr.version
-        fst.isymbols = hdr.isymbols
-        fst.osymbols = hdr.osymbols
-        fst._props_digest = fst._content_digest()
+        fst._keep_header_properties(hdr)
         return fst
 
     def to_bytes(self, fst_type: str = "vector") -> bytes:
         """The OpenFst binary (``vector``: VectorFst::Write; ``const``:
         ConstFst::Write, unaligned)."""
-        flags = 0
-        if self.isymbols is not None:
-            flags |= 1
-        if self.osymbols is not None:
-            flags |= 2
         if fst_type == "vector":
             props = (self.stored_properties() & kCopyProperties) | _VECTOR_STATIC
             if self.fst_type == "const" and self._unchanged():
                 props = (int(self.properties) & kCopyProperties) | _VECTOR_STATIC
-            hdr = FstHeader("vector", self.arc_type, 2, flags, props, self.start,
-                            self.num_states, 0, self.isymbols, self.osymbols)
-            body = write_vector_body_fixed(self.final, self.state_offsets, self.arc_ilabel,
-                                           self.arc_olabel, self.arc_weight, self.arc_dst,
-                                           np.dtype("<f4"))
-            return hdr.to_bytes() + body
+            return self._vector_bytes(self.arc_type, props, np.dtype("<f4"))
         if fst_type == "const":
             if self.fst_type == "const" and self._unchanged():
                 props = int(self.properties)
             else:
                 props = (self._full_properties() & kCopyProperties) | _CONST_STATIC
-            hdr = FstHeader("const", self.arc_type, 2, flags, props, self.start,
-                            self.num_states, self.num_arcs, self.isymbols, self.osymbols)
+            hdr = self._header("const", self.arc_type, props, self.num_arcs)
             ns = self.num_states
             sdt = np.dtype([("w", "<f4"), ("pos", "<u4"), ("narcs", "<u4"),
                             ("nie", "<u4"), ("noe", "<u4")])
@@ -952,20 +1132,9 @@ class Fst:
             return hdr.to_bytes() + st.tobytes() + ar.tobytes()
         raise ValueError(f"unknown fst_type {fst_type!r}")
 
-    def _unchanged(self) -> bool:
-        return self.properties is not None and self._props_digest == self._content_digest()
-
     @classmethod
     def from_bytes(cls, data: bytes, name: str = "<bytes>") -> "Fst":
         return cls._read_binary(KaldiInput(io.BytesIO(data), name))
-
-    def write(self, f: BinaryIO, binary: bool = True) -> None:
-        """What Kaldi's VectorFstHolder writes after ``<key> `` (always a
-        VectorFst in binary; ``\\n`` + text + ``\\n`` in text mode)."""
-        if binary:
-            f.write(self.to_bytes("vector"))
-        else:
-            f.write(b"\n" + self.to_text().encode("ascii") + b"\n")
 
     @classmethod
     def from_file(cls, path) -> "Fst":
@@ -983,29 +1152,12 @@ class Fst:
     def to_text(self) -> str:
         """AT&T text as Kaldi's ``WriteFstKaldi`` (FstPrinter, TAB separators)
         prints it, without the leading/trailing newline of a table entry."""
-        if self.start < 0:
-            return ""
-        out: List[str] = []
-        order = [self.start] + [s for s in range(self.num_states) if s != self.start]
-        dst = self.arc_dst.tolist()
-        il = self.arc_ilabel.tolist()
-        ol = self.arc_olabel.tolist()
         w = self.arc_weight.tolist()
         fin = self.final.tolist()
-        offs = self.state_offsets.tolist()
-        for s in order:
-            a, b = offs[s], offs[s + 1]
-            for k in range(a, b):
-                if w[k] == 0.0:
-                    out.append(f"{s}\t{dst[k]}\t{il[k]}\t{ol[k]}\n")
-                else:
-                    out.append(f"{s}\t{dst[k]}\t{il[k]}\t{ol[k]}\t{format_weight(w[k])}\n")
-            if fin[s] != _INF or a == b:
-                if fin[s] == 0.0:
-                    out.append(f"{s}\n")
-                else:
-                    out.append(f"{s}\t{format_weight(fin[s])}\n")
-        return "".join(out)
+        return self._print_text(
+            [f"{i}\t{o}" for i, o in zip(self.arc_ilabel.tolist(), self.arc_olabel.tolist())],
+            lambda k: "" if w[k] == 0.0 else format_weight(w[k]),
+            lambda s: "" if fin[s] == 0.0 else format_weight(fin[s]))
 
     @classmethod
     def from_text(cls, text: str, arc_type: str = "standard") -> "Fst":
@@ -1025,45 +1177,14 @@ class Fst:
     @classmethod
     def _read_text(cls, inp: KaldiInput, arc_type: str = "standard") -> "Fst":
         lines = _read_text_lines(inp, "FST")
-        src, dst, il, ol, w = [], [], [], [], []
-        finals = {}
-        max_state = -1
-        start = -1
-        for n, (off, cols) in enumerate(lines):
-            try:
-                s = int(cols[0])
-                if s < 0:
-                    raise ValueError
-                if n == 0:
-                    start = s
-                max_state = max(max_state, s)
-                if len(cols) == 1:
-                    finals[s] = 0.0
-                elif len(cols) == 2:
-                    finals[s] = parse_weight(cols[1])
-                elif len(cols) in (4, 5):
-                    d = int(cols[1])
-                    if d < 0:
-                        raise ValueError
-                    weight = 0.0 if len(cols) == 4 else parse_weight(cols[4])
-                    if weight == _INF:
-                        raise ValueError
-                    src.append(s)
-                    dst.append(d)
-                    il.append(int(cols[2]))
-                    ol.append(int(cols[3]))
-                    w.append(weight)
-                    max_state = max(max_state, d)
-                else:
-                    raise ValueError
-            except (ValueError, OverflowError):
-                raise inp.error(f"bad line in text FST: {' '.join(cols)!r}", offset=off) from None
-        ns = max_state + 1
+        parsed, bad = _parse_text_fst(lines, 4, 0.0, parse_weight, lambda w: w == _INF)
+        if bad is not None:
+            raise inp.error(f"bad line in text FST: {bad[1]!r}", offset=bad[0])
+        ns, start, finals, src, dst, (il, ol), w = parsed
         final = np.full(ns, _INF, dtype=np.float32)
         for s, v in finals.items():
             final[s] = v
-        fst = cls(ns, start, final, src, dst, il, ol, w, arc_type=arc_type)
-        return fst
+        return cls(ns, start, final, src, dst, il, ol, w, arc_type=arc_type)
 
     # -- kaldifst ----------------------------------------------------------------------
     def to_kaldifst(self):
@@ -1072,29 +1193,13 @@ class Fst:
         import kaldifst
         if self.arc_type != "standard":
             raise ValueError("kaldifst.StdVectorFst needs arc type 'standard'")
-        with tempfile.NamedTemporaryFile(suffix=".fst", dir=_tmp_dir(), delete=False) as tf:
-            tf.write(self.to_bytes("vector"))
-            name = tf.name
-        try:
-            out = kaldifst.StdVectorFst.read(name)
-        finally:
-            os.unlink(name)
-        if out is None:
-            raise KaldiFormatError("kaldifst could not read the FST we wrote")
-        return out
+        return _kaldifst_read(self.to_bytes("vector"), kaldifst.StdVectorFst.read, ".fst", "FST")
 
     @classmethod
     def from_kaldifst(cls, kfst) -> "Fst":
         """From a kaldifst StdVectorFst / StdConstFst (or any object with a
         ``write(filename)`` method writing an OpenFst binary)."""
-        with tempfile.NamedTemporaryFile(suffix=".fst", dir=_tmp_dir(), delete=False) as tf:
-            name = tf.name
-        try:
-            if not kfst.write(name):
-                raise KaldiFormatError("kaldifst failed to write the FST")
-            return cls.from_file(name)
-        finally:
-            os.unlink(name)
+        return _kaldifst_write(kfst, cls.from_file, ".fst", "FST")
 
 
 def _align_input(inp: KaldiInput, align: int = 16) -> None:

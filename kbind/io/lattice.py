@@ -42,18 +42,15 @@ result is cyclic).
 from __future__ import annotations
 
 import io
-import os
 import struct
-import tempfile
-from typing import BinaryIO, List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from .errors import KaldiFormatError
-from .fst import (FstHeader, _BodyBuffer, _decide_binary, _digest,
-                  _read_text_lines, _tmp_dir, _VECTOR_STATIC, format_weight,
-                  incremental_properties, kCopyProperties, parse_weight, read_fst_header,
-                  read_vector_body_fixed, write_vector_body_fixed)
+from .fst import (FstHeader, _BodyBuffer, _check_vector_header, _csr, _decide_binary,
+                  _FstBase, _kaldifst_read, _kaldifst_write, _parse_text_fst,
+                  _read_text_lines, _VECTOR_STATIC, format_weight, kCopyProperties,
+                  parse_weight, read_fst_header, read_vector_body_fixed)
 from .stream import KaldiInput
 
 __all__ = ["Lattice", "CompactLattice", "BestPath", "lattice_scale", "scale_lattice",
@@ -105,6 +102,16 @@ def _fmt_lw(g: float, a: float) -> str:
     return f"{format_weight(g)},{format_weight(a)}"
 
 
+def _lw_text(g: float, a: float, string: Optional[List[int]] = None) -> str:
+    """A (compact) lattice weight as printed: '' for One, ``g,a`` or
+    ``g,a,t1_t2`` (``string`` given: a CompactLattice weight)."""
+    if g == 0 and a == 0 and not string:
+        return ""
+    if string is None:
+        return _fmt_lw(g, a)
+    return f"{_fmt_lw(g, a)},{'_'.join(map(str, string))}"
+
+
 def _parse_float_kaldi(tok: str) -> float:
     """LatticeWeightTpl::ReadFloatType: Infinity/-Infinity/BadNumber or strtod
     consuming the whole token."""
@@ -144,78 +151,43 @@ def _is_one(w: np.ndarray) -> np.ndarray:
     return (w[:, 0] == 0) & (w[:, 1] == 0)
 
 
-def _csr(counts) -> np.ndarray:
-    out = np.zeros(len(counts) + 1, dtype=np.int64)
-    if len(counts):
-        out[1:] = np.cumsum(counts)
-    return out
-
-
-class _LatBase:
-    """Shared parts of Lattice and CompactLattice."""
+class _LatBase(_FstBase):
+    """Shared parts of Lattice and CompactLattice (weights: (num, 2) float32
+    arrays of graph and acoustic cost)."""
 
     ARC_TYPE = ""
+    COMPACT = False  # True for CompactLattice
 
-    def _init_common(self, num_states, start, arc_src, arc_dst, arc_ilabel, arc_olabel):
-        self.start = int(start)
-        src = np.asarray([] if arc_src is None else arc_src, dtype=np.int32)
-        dst = np.asarray([] if arc_dst is None else arc_dst, dtype=np.int32)
-        il = np.asarray([] if arc_ilabel is None else arc_ilabel, dtype=np.int32)
-        ol = il.copy() if arc_olabel is None else np.asarray(arc_olabel, dtype=np.int32)
-        n = len(src)
-        if not (len(dst) == len(il) == len(ol) == n):
-            raise ValueError("arc arrays have different lengths")
-        order = None
-        if n and np.any(src[1:] < src[:-1]):
-            order = np.argsort(src, kind="stable")
-            src, dst, il, ol = src[order], dst[order], il[order], ol[order]
-        if n and (src.min() < 0 or src.max() >= num_states or dst.min() < 0
-                  or dst.max() >= num_states):
-            raise ValueError("arc state id out of range")
-        if not -1 <= self.start < num_states:
-            raise ValueError(f"start state {self.start} out of range")
-        self.arc_src, self.arc_dst, self.arc_ilabel, self.arc_olabel = (
-            src.copy(), dst.copy(), il.copy(), ol.copy())
-        self.state_offsets = _csr(np.bincount(src, minlength=num_states)[:num_states]
-                                  if num_states else [])
-        self.properties: Optional[int] = None
-        self._props_digest: Optional[bytes] = None
-        self.isymbols = None
-        self.osymbols = None
-        return order
+    @classmethod
+    def _convert(cls, other):
+        """``other`` (a lattice of the other type) converted to ``cls``."""
+        raise NotImplementedError
 
-    @property
-    def num_states(self) -> int:
-        return len(self.final)
+    @classmethod
+    def _other(cls):
+        return Lattice if cls.COMPACT else CompactLattice
 
-    @property
-    def num_arcs(self) -> int:
-        return len(self.arc_src)
+    @classmethod
+    def read(cls, inp: KaldiInput, binary: Optional[bool] = None):
+        """What Kaldi's (Compact)LatticeHolder reads after ``<key> ``
+        (``binary=None``: decide from the first byte); a lattice of the other
+        type (text layout or binary arc type) is converted (ConvertLattice)."""
+        what = "CompactLattice" if cls.COMPACT else "Lattice"
+        binary = _decide_binary(inp, binary, what)
+        if not binary:
+            lat, clat, err = _read_text_either(inp, want_compact=cls.COMPACT)
+            mine, other = (clat, lat) if cls.COMPACT else (lat, clat)
+            return mine if mine is not None else cls._convert(other)
+        hdr = _read_lattice_header(inp, what)
+        if hdr.arc_type.startswith("compact") == cls.COMPACT:
+            return cls._read_body(inp, hdr)
+        return cls._convert(cls._other()._read_body(inp, hdr))
 
-    def _unchanged(self) -> bool:
-        return self.properties is not None and self._props_digest == self._content_digest()
+    def to_bytes(self) -> bytes:
+        raise NotImplementedError
 
-    def stored_properties(self) -> int:
-        if self._unchanged():
-            return int(self.properties)
-        fin = ~self._final_is_zero()
-        return incremental_properties(
-            self.num_states, self.start, ~self._final_is_one()[fin], bool(np.any(fin)),
-            self.arc_src, self.arc_dst, self.arc_ilabel, self.arc_olabel,
-            ~(self._arc_is_zero() | self._arc_is_one()))
-
-    def _header(self, num_arcs: int = 0) -> FstHeader:
-        props = (self.stored_properties() & kCopyProperties) | _VECTOR_STATIC
-        flags = (1 if self.isymbols is not None else 0) | (2 if self.osymbols is not None else 0)
-        return FstHeader("vector", self.ARC_TYPE, 2, flags, props, self.start,
-                         self.num_states, 0, self.isymbols, self.osymbols)
-
-    def write(self, f: BinaryIO, binary: bool = True) -> None:
-        """What Kaldi's (Compact)LatticeHolder writes after ``<key> ``."""
-        if binary:
-            f.write(self.to_bytes())
-        else:
-            f.write(b"\n" + self.to_text().encode("ascii") + b"\n")
+    def _vector_props(self) -> int:
+        return (self.stored_properties() & kCopyProperties) | _VECTOR_STATIC
 
     def to_kaldi_text(self) -> str:
         """The text form as Kaldi prints it (FstPrinter lines, no leading or
@@ -240,25 +212,24 @@ class _LatBase:
         data = text.encode("ascii").lstrip(b" \t\r\n")
         return cls.read(KaldiInput(io.BytesIO(b"\n" + data), "<text>"), False)
 
-    def _state_order(self) -> List[int]:
-        if self.start < 0:
-            return []
-        return [self.start] + [s for s in range(self.num_states) if s != self.start]
+    def copy(self):
+        out = type(self).__new__(type(self))
+        out.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v)
+                             for k, v in self.__dict__.items()})
+        return out
 
+    def scale(self, scale):
+        """Kaldi ``ScaleLattice(scale, &lat)`` on a copy (scale: 2x2)."""
+        out = self.copy()
+        out.arc_weight = _scale_weights(self.arc_weight, scale)
+        fin = ~_is_zero(self.final)
+        out.final = self.final.copy()
+        out.final[fin] = _scale_weights(self.final[fin], scale)
+        return out
 
-def _check_start(inp: KaldiInput, hdr: FstHeader, ns: int) -> None:
-    if not -1 <= hdr.start < ns:
-        raise inp.error(f"start state {hdr.start} out of range (num_states {ns})",
-                        offset=hdr.offset)
-
-
-def _check_dst(inp: KaldiInput, hdr: FstHeader, src, dst, ns: int) -> None:
-    if len(dst):
-        bad = np.nonzero((dst < 0) | (dst >= ns))[0]
-        if len(bad):
-            a = int(bad[0])
-            raise inp.error(f"arc {a} of state {int(src[a])} goes to state {int(dst[a])}, "
-                            f"out of range (num_states {ns})", offset=hdr.offset)
+    def scale_lattice(self, lmwt: float = 1.0, acwt: float = 1.0):
+        """``ScaleLattice(LatticeScale(lmwt, acwt), &lat)`` on a copy."""
+        return self.scale(lattice_scale(lmwt, acwt))
 
 
 def _read_lattice_header(inp: KaldiInput, what: str) -> FstHeader:
@@ -266,10 +237,7 @@ def _read_lattice_header(inp: KaldiInput, what: str) -> FstHeader:
     if hdr.fst_type != "vector":
         raise inp.error(f"reading {what}: unsupported FST type {hdr.fst_type!r} "
                         f"(Kaldi reads only 'vector')", offset=hdr.offset)
-    if hdr.version < 2:
-        raise inp.error(f"unsupported VectorFst version {hdr.version}", offset=hdr.offset)
-    if hdr.num_states < -1:
-        raise inp.error(f"bad number of states {hdr.num_states}", offset=hdr.offset)
+    _check_vector_header(inp, hdr)
     if hdr.arc_type not in ("lattice4", "lattice8", "compactlattice44", "compactlattice84"):
         raise inp.error(f"FST with arc type {hdr.arc_type!r} cannot be converted to {what}",
                         offset=hdr.offset)
@@ -287,6 +255,10 @@ class Lattice(_LatBase):
 
     ARC_TYPE = "lattice4"
 
+    @classmethod
+    def _convert(cls, other: "CompactLattice") -> "Lattice":
+        return other.to_lattice()
+
     def __init__(self, num_states: int = 0, start: int = -1, final=None, arc_src=None,
                  arc_dst=None, arc_ilabel=None, arc_olabel=None, arc_weight=None):
         num_states = int(num_states)
@@ -303,9 +275,9 @@ class Lattice(_LatBase):
     def __repr__(self) -> str:
         return f"Lattice(num_states={self.num_states}, num_arcs={self.num_arcs}, start={self.start})"
 
-    def _content_digest(self) -> bytes:
-        return _digest(self.start, self.final, self.state_offsets, self.arc_dst,
-                       self.arc_ilabel, self.arc_olabel, self.arc_weight)
+    def _content(self) -> tuple:
+        return (self.start, self.final, self.state_offsets, self.arc_dst,
+                self.arc_ilabel, self.arc_olabel, self.arc_weight)
 
     def _final_is_zero(self):
         return _is_zero(self.final)
@@ -325,103 +297,30 @@ class Lattice(_LatBase):
                  (float(self.arc_weight[k, 0]), float(self.arc_weight[k, 1])))
                 for k in range(a, b)]
 
-    def equal(self, other: "Lattice") -> bool:
-        return (self.num_states == other.num_states and self.start == other.start
-                and np.array_equal(self.final.view(np.uint32), other.final.view(np.uint32))
-                and np.array_equal(self.state_offsets, other.state_offsets)
-                and np.array_equal(self.arc_dst, other.arc_dst)
-                and np.array_equal(self.arc_ilabel, other.arc_ilabel)
-                and np.array_equal(self.arc_olabel, other.arc_olabel)
-                and np.array_equal(self.arc_weight.view(np.uint32),
-                                   other.arc_weight.view(np.uint32)))
-
     # -- binary -------------------------------------------------------------------
-    @classmethod
-    def read(cls, inp: KaldiInput, binary: Optional[bool] = None) -> "Lattice":
-        binary = _decide_binary(inp, binary, "Lattice")
-        if not binary:
-            lat, clat, err = _read_text_either(inp, want_compact=False)
-            if lat is not None:
-                return lat
-            return clat.to_lattice()
-        hdr = _read_lattice_header(inp, "Lattice")
-        if hdr.arc_type.startswith("compact"):
-            return CompactLattice._read_body(inp, hdr).to_lattice()
-        return cls._read_body(inp, hdr)
-
     @classmethod
     def _read_body(cls, inp: KaldiInput, hdr: FstHeader) -> "Lattice":
         wdt = _F4 if hdr.arc_type == "lattice4" else _F8
         finals, counts, arcs, _ = read_vector_body_fixed(inp, hdr, wdt, "Lattice")
-        ns = len(counts)
-        _check_start(inp, hdr, ns)
         lat = cls.__new__(cls)
-        lat.start = int(hdr.start)
-        lat.final = np.asarray(finals, dtype=np.float32).reshape(ns, 2).copy()
-        lat.state_offsets = _csr(counts)
-        lat.arc_src = np.repeat(np.arange(ns, dtype=np.int32), counts)
-        lat.arc_dst = arcs["n"].astype(np.int32)
-        lat.arc_ilabel = arcs["i"].astype(np.int32)
-        lat.arc_olabel = arcs["o"].astype(np.int32)
+        lat._init_from_body(inp, hdr, counts, arcs["i"], arcs["o"], arcs["n"])
+        lat.final = np.asarray(finals, dtype=np.float32).reshape(len(counts), 2).copy()
         lat.arc_weight = np.asarray(arcs["w"], dtype=np.float32).reshape(-1, 2).copy()
-        _check_dst(inp, hdr, lat.arc_src, lat.arc_dst, ns)
-        lat.isymbols, lat.osymbols = hdr.isymbols, hdr.osymbols
-        if hdr.arc_type == "lattice4":
-            lat.properties = int(hdr.properties)
-            lat._props_digest = lat._content_digest()
-        else:
-            lat.properties = None
-            lat._props_digest = None
+        lat._keep_header_properties(hdr, hdr.arc_type == "lattice4")
         return lat
 
     def to_bytes(self) -> bytes:
-        return self._header().to_bytes() + write_vector_body_fixed(
-            self.final, self.state_offsets, self.arc_ilabel, self.arc_olabel,
-            self.arc_weight, self.arc_dst, _F4)
+        return self._vector_bytes(self.ARC_TYPE, self._vector_props(), _F4)
 
     # -- text -----------------------------------------------------------------------
     def to_text(self) -> str:
-        out: List[str] = []
-        dst, il, ol = self.arc_dst.tolist(), self.arc_ilabel.tolist(), self.arc_olabel.tolist()
         w = self.arc_weight.tolist()
         fin = self.final.tolist()
-        offs = self.state_offsets.tolist()
-        for s in self._state_order():
-            a, b = offs[s], offs[s + 1]
-            for k in range(a, b):
-                g, ac = w[k]
-                if g == 0 and ac == 0:
-                    out.append(f"{s}\t{dst[k]}\t{il[k]}\t{ol[k]}\n")
-                else:
-                    out.append(f"{s}\t{dst[k]}\t{il[k]}\t{ol[k]}\t{_fmt_lw(g, ac)}\n")
-            g, ac = fin[s]
-            if not (g == _INF and ac == _INF) or a == b:
-                if g == 0 and ac == 0:
-                    out.append(f"{s}\n")
-                else:
-                    out.append(f"{s}\t{_fmt_lw(g, ac)}\n")
-        return "".join(out)
+        return self._print_text(
+            [f"{i}\t{o}" for i, o in zip(self.arc_ilabel.tolist(), self.arc_olabel.tolist())],
+            lambda k: _lw_text(*w[k]), lambda s: _lw_text(*fin[s]))
 
     # -- operations --------------------------------------------------------------------
-    def copy(self) -> "Lattice":
-        lat = Lattice.__new__(Lattice)
-        lat.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v)
-                             for k, v in self.__dict__.items()})
-        return lat
-
-    def scale(self, scale) -> "Lattice":
-        """Kaldi ``ScaleLattice(scale, &lat)`` on a copy (scale: 2x2)."""
-        out = self.copy()
-        out.arc_weight = _scale_weights(self.arc_weight, scale)
-        fin = ~_is_zero(self.final)
-        out.final = self.final.copy()
-        out.final[fin] = _scale_weights(self.final[fin], scale)
-        return out
-
-    def scale_lattice(self, lmwt: float = 1.0, acwt: float = 1.0) -> "Lattice":
-        """``ScaleLattice(LatticeScale(lmwt, acwt), &lat)`` on a copy."""
-        return self.scale(lattice_scale(lmwt, acwt))
-
     def to_compact(self) -> "CompactLattice":
         """Kaldi ``ConvertLattice(lat, &clat)`` (invert = true)."""
         return _lattice_to_compact(self)
@@ -429,27 +328,11 @@ class Lattice(_LatBase):
     def to_kaldifst(self):
         """A ``kaldifst.Lattice`` (through the binary format)."""
         import kaldifst
-        with tempfile.NamedTemporaryFile(suffix=".lat", dir=_tmp_dir(), delete=False) as tf:
-            tf.write(self.to_bytes())
-            name = tf.name
-        try:
-            out = kaldifst.Lattice.read(name)
-        finally:
-            os.unlink(name)
-        if out is None:
-            raise KaldiFormatError("kaldifst could not read the lattice we wrote")
-        return out
+        return _kaldifst_read(self.to_bytes(), kaldifst.Lattice.read, ".lat", "lattice")
 
     @classmethod
     def from_kaldifst(cls, klat) -> "Lattice":
-        with tempfile.NamedTemporaryFile(suffix=".lat", dir=_tmp_dir(), delete=False) as tf:
-            name = tf.name
-        try:
-            if not klat.write(name):
-                raise KaldiFormatError("kaldifst failed to write the lattice")
-            return cls.from_file(name)
-        finally:
-            os.unlink(name)
+        return _kaldifst_write(klat, cls.from_file, ".lat", "lattice")
 
     def topological_order(self) -> Optional[List[int]]:
         """States in a topological order (Kahn), or None if cyclic."""
@@ -549,6 +432,11 @@ class CompactLattice(_LatBase):
     lattices Kaldi writes)."""
 
     ARC_TYPE = "compactlattice44"
+    COMPACT = True
+
+    @classmethod
+    def _convert(cls, other: Lattice) -> "CompactLattice":
+        return other.to_compact()
 
     def __init__(self, num_states: int = 0, start: int = -1, final=None, final_strings=None,
                  arc_src=None, arc_dst=None, arc_ilabel=None, arc_olabel=None,
@@ -594,11 +482,10 @@ class CompactLattice(_LatBase):
                  (float(self.arc_weight[k, 0]), float(self.arc_weight[k, 1]),
                   self.arc_string(k))) for k in range(a, b)]
 
-    def _content_digest(self) -> bytes:
-        return _digest(self.start, self.final, self.final_string_offsets,
-                       self.final_string_data, self.state_offsets, self.arc_dst,
-                       self.arc_ilabel, self.arc_olabel, self.arc_weight,
-                       self.arc_string_offsets, self.arc_string_data)
+    def _content(self) -> tuple:
+        return (self.start, self.final, self.final_string_offsets, self.final_string_data,
+                self.state_offsets, self.arc_dst, self.arc_ilabel, self.arc_olabel,
+                self.arc_weight, self.arc_string_offsets, self.arc_string_data)
 
     def _final_is_zero(self):
         return _is_zero(self.final) & (np.diff(self.final_string_offsets) == 0)
@@ -612,40 +499,7 @@ class CompactLattice(_LatBase):
     def _arc_is_one(self):
         return _is_one(self.arc_weight) & (np.diff(self.arc_string_offsets) == 0)
 
-    def equal(self, other: "CompactLattice") -> bool:
-        return (self.num_states == other.num_states and self.start == other.start
-                and np.array_equal(self.final.view(np.uint32), other.final.view(np.uint32))
-                and np.array_equal(self.final_string_offsets, other.final_string_offsets)
-                and np.array_equal(self.final_string_data, other.final_string_data)
-                and np.array_equal(self.state_offsets, other.state_offsets)
-                and np.array_equal(self.arc_dst, other.arc_dst)
-                and np.array_equal(self.arc_ilabel, other.arc_ilabel)
-                and np.array_equal(self.arc_olabel, other.arc_olabel)
-                and np.array_equal(self.arc_weight.view(np.uint32),
-                                   other.arc_weight.view(np.uint32))
-                and np.array_equal(self.arc_string_offsets, other.arc_string_offsets)
-                and np.array_equal(self.arc_string_data, other.arc_string_data))
-
-    def copy(self) -> "CompactLattice":
-        c = CompactLattice.__new__(CompactLattice)
-        c.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v)
-                           for k, v in self.__dict__.items()})
-        return c
-
     # -- binary ------------------------------------------------------------------------
-    @classmethod
-    def read(cls, inp: KaldiInput, binary: Optional[bool] = None) -> "CompactLattice":
-        binary = _decide_binary(inp, binary, "CompactLattice")
-        if not binary:
-            lat, clat, err = _read_text_either(inp, want_compact=True)
-            if clat is not None:
-                return clat
-            return lat.to_compact()
-        hdr = _read_lattice_header(inp, "CompactLattice")
-        if not hdr.arc_type.startswith("compact"):
-            return Lattice._read_body(inp, hdr).to_compact()
-        return cls._read_body(inp, hdr)
-
     @classmethod
     def _read_body(cls, inp: KaldiInput, hdr: FstHeader) -> "CompactLattice":
         dbl = hdr.arc_type == "compactlattice84"
@@ -682,9 +536,8 @@ class CompactLattice(_LatBase):
             return list(struct.unpack(f"<{n}i", body.take(4 * n))) if n else []
 
         while unknown or s < ns:
-            if unknown:
-                if body.pos >= len(body.buf) and inp.at_eof():
-                    break
+            if unknown and body.exhausted():
+                break
             body.ensure(wsz, rest_states(s) or smin)
             finals.append(unpack_w(body.take(wsz)))
             fstr.append(read_string(8 + rest_states(s + 1)))
@@ -705,32 +558,19 @@ class CompactLattice(_LatBase):
                 a_il.append(il)
                 a_ol.append(ol)
             s += 1
-        ns = len(counts)
-        _check_start(inp, hdr, ns)
         c = cls.__new__(cls)
-        c.start = int(hdr.start)
-        c.final = np.asarray(finals, dtype=np.float32).reshape(ns, 2)
+        c._init_from_body(inp, hdr, counts, a_il, a_ol, a_dst)
+        c.final = np.asarray(finals, dtype=np.float32).reshape(len(counts), 2)
         c.final_string_offsets = _csr([len(x) for x in fstr])
         c.final_string_data = np.asarray([v for x in fstr for v in x], dtype=np.int32)
-        c.state_offsets = _csr(counts)
-        c.arc_src = np.repeat(np.arange(ns, dtype=np.int32), counts)
-        c.arc_dst = np.asarray(a_dst, dtype=np.int32)
-        c.arc_ilabel = np.asarray(a_il, dtype=np.int32)
-        c.arc_olabel = np.asarray(a_ol, dtype=np.int32)
         c.arc_weight = np.asarray(a_w, dtype=np.float32).reshape(-1, 2)
         c.arc_string_offsets = _csr([len(x) for x in a_str])
         c.arc_string_data = np.asarray([v for x in a_str for v in x], dtype=np.int32)
-        _check_dst(inp, hdr, c.arc_src, c.arc_dst, ns)
-        c.isymbols, c.osymbols = hdr.isymbols, hdr.osymbols
-        if dbl:
-            c.properties, c._props_digest = None, None
-        else:
-            c.properties = int(hdr.properties)
-            c._props_digest = c._content_digest()
+        c._keep_header_properties(hdr, not dbl)
         return c
 
     def to_bytes(self) -> bytes:
-        out = [self._header().to_bytes()]
+        out = [self._header("vector", self.ARC_TYPE, self._vector_props()).to_bytes()]
         fin = self.final.tolist()
         fo = self.final_string_offsets.tolist()
         fd = self.final_string_data
@@ -756,43 +596,14 @@ class CompactLattice(_LatBase):
     # -- text -------------------------------------------------------------------------
     def to_text(self) -> str:
         """Kaldi's CompactLatticeHolder text (acceptor: ``src dst word w``)."""
-        out: List[str] = []
-        dst, il, ol = self.arc_dst.tolist(), self.arc_ilabel.tolist(), self.arc_olabel.tolist()
         w = self.arc_weight.tolist()
         fin = self.final.tolist()
-        offs = self.state_offsets.tolist()
-        for s in self._state_order():
-            a, b = offs[s], offs[s + 1]
-            for k in range(a, b):
-                g, ac = w[k]
-                st = self.arc_string(k)
-                lab = f"{il[k]}"  # printed as an acceptor: the ilabel only
-                if g == 0 and ac == 0 and not st:
-                    out.append(f"{s}\t{dst[k]}\t{lab}\n")
-                else:
-                    out.append(f"{s}\t{dst[k]}\t{lab}\t{_fmt_lw(g, ac)},"
-                               f"{'_'.join(map(str, st))}\n")
-            g, ac = fin[s]
-            st = self.final_string(s)
-            if not (g == _INF and ac == _INF and not st) or a == b:
-                if g == 0 and ac == 0 and not st:
-                    out.append(f"{s}\n")
-                else:
-                    out.append(f"{s}\t{_fmt_lw(g, ac)},{'_'.join(map(str, st))}\n")
-        return "".join(out)
+        return self._print_text(
+            [str(i) for i in self.arc_ilabel.tolist()],  # printed as an acceptor: ilabel only
+            lambda k: _lw_text(*w[k], self.arc_string(k)),
+            lambda s: _lw_text(*fin[s], self.final_string(s)))
 
     # -- operations --------------------------------------------------------------------
-    def scale(self, scale) -> "CompactLattice":
-        out = self.copy()
-        out.arc_weight = _scale_weights(self.arc_weight, scale)
-        fin = ~_is_zero(self.final)
-        out.final = self.final.copy()
-        out.final[fin] = _scale_weights(self.final[fin], scale)
-        return out
-
-    def scale_lattice(self, lmwt: float = 1.0, acwt: float = 1.0) -> "CompactLattice":
-        return self.scale(lattice_scale(lmwt, acwt))
-
     def to_lattice(self) -> Lattice:
         """Kaldi ``ConvertLattice(clat, &lat)`` (invert = true)."""
         return _compact_to_lattice(self)
@@ -826,40 +637,11 @@ def _read_text_either(inp: KaldiInput, want_compact: bool):
 
 
 def _parse_lattice_lines(lines):
-    src, dst, il, ol, w = [], [], [], [], []
-    finals = {}
-    max_state = -1
-    start = -1
-    for n, (off, cols) in enumerate(lines):
-        try:
-            if len(cols) > 5 or len(cols) == 3:
-                raise ValueError
-            s = int(cols[0])
-            if s < 0:
-                raise ValueError
-            if n == 0:
-                start = s
-            max_state = max(max_state, s)
-            if len(cols) == 1:
-                finals[s] = (0.0, 0.0)
-            elif len(cols) == 2:
-                finals[s] = _parse_lattice_weight(cols[1])
-            else:
-                d = int(cols[1])
-                if d < 0:
-                    raise ValueError
-                wt = (0.0, 0.0) if len(cols) == 4 else _parse_lattice_weight(cols[4])
-                if wt[0] == _INF and wt[1] == _INF:
-                    raise ValueError
-                src.append(s)
-                dst.append(d)
-                il.append(int(cols[2]))
-                ol.append(int(cols[3]))
-                w.append(wt)
-                max_state = max(max_state, d)
-        except (ValueError, OverflowError):
-            return None, (off, " ".join(cols))
-    ns = max_state + 1
+    parsed, bad = _parse_text_fst(lines, 4, (0.0, 0.0), _parse_lattice_weight,
+                                  lambda w: w[0] == _INF and w[1] == _INF)
+    if bad is not None:
+        return None, bad
+    ns, start, finals, src, dst, (il, ol), w = parsed
     final = np.full((ns, 2), _INF, dtype=np.float32)
     for s, v in finals.items():
         final[s] = v
@@ -871,47 +653,19 @@ def _parse_lattice_lines(lines):
 
 
 def _parse_compact_lines(lines):
-    src, dst, lab, w, strs = [], [], [], [], []
-    finals = {}
-    max_state = -1
-    start = -1
-    for n, (off, cols) in enumerate(lines):
-        try:
-            if len(cols) > 4:
-                raise ValueError
-            s = int(cols[0])
-            if s < 0:
-                raise ValueError
-            if n == 0:
-                start = s
-            max_state = max(max_state, s)
-            if len(cols) == 1:
-                finals[s] = (0.0, 0.0, [])
-            elif len(cols) == 2:
-                finals[s] = _parse_compact_weight(cols[1])
-            else:
-                d = int(cols[1])
-                if d < 0:
-                    raise ValueError
-                g, a, st = (0.0, 0.0, []) if len(cols) == 3 else _parse_compact_weight(cols[3])
-                if g == _INF and a == _INF and not st:
-                    raise ValueError
-                src.append(s)
-                dst.append(d)
-                lab.append(int(cols[2]))
-                w.append((g, a))
-                strs.append(st)
-                max_state = max(max_state, d)
-        except (ValueError, OverflowError):
-            return None, (off, " ".join(cols))
-    ns = max_state + 1
+    parsed, bad = _parse_text_fst(lines, 3, (0.0, 0.0, []), _parse_compact_weight,
+                                  lambda w: w[0] == _INF and w[1] == _INF and not w[2])
+    if bad is not None:
+        return None, bad
+    ns, start, finals, src, dst, (lab,), w = parsed
     final = np.full((ns, 2), _INF, dtype=np.float32)
     fstr = [[] for _ in range(ns)]
     for s, (g, a, st) in finals.items():
         final[s] = (g, a)
         fstr[s] = st
     return CompactLattice(ns, start, final, fstr, src, dst, lab, lab,
-                          np.asarray(w, dtype=np.float32).reshape(-1, 2), strs), None
+                          np.asarray([(g, a) for g, a, _ in w], dtype=np.float32).reshape(-1, 2),
+                          [st for _, _, st in w]), None
 
 
 # -- conversions --------------------------------------------------------------------------

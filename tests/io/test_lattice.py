@@ -16,6 +16,7 @@ import kaldifst
 from kbind.io.errors import KaldiFormatError
 from kbind.io.lattice import CompactLattice, Lattice, lattice_scale, scale_lattice
 from kbind.io.stream import KaldiInput
+from .test_fst import check_byte_corruptions
 
 INF = float("inf")
 MAGIC = 2125659606
@@ -414,14 +415,8 @@ def test_truncation_and_corruption(kind):
         with pytest.raises(KaldiFormatError):
             cls.read(_inp(data[:cut]), True if cut == 0 else None)
     rnd = random.Random(7)
-    for i in range(len(data)):
-        for val in (0, 0xff, 0x80, rnd.randrange(256)):
-            bad = bytearray(data)
-            bad[i] = val
-            try:
-                cls.read(_inp(bytes(bad)), True)
-            except KaldiFormatError:
-                pass
+    check_byte_corruptions(lambda b: cls.read(_inp(b), True), data,
+                           lambda: (0, 0xff, 0x80, rnd.randrange(256)))
 
 
 def test_specific_lattice_errors():
