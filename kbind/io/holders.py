@@ -151,7 +151,7 @@ def detect_holder(inp: KaldiInput) -> Holder:
         return (_HOLDERS["matrix"] if rest[:1] in (b"\n", b"\r", b"]")
                 else _HOLDERS["vector"])
     if head[:1] == b"\n":
-        return _HOLDERS["fst"]
+        return _HOLDERS[_text_fst_kind(inp)]
     if stripped.startswith(b"<TransitionModel>"):
         return _HOLDERS["transition_model"]
     if stripped.startswith(b"ContextDependency"):
@@ -159,6 +159,22 @@ def detect_holder(inp: KaldiInput) -> Holder:
     if stripped.startswith(b"<Topology>"):
         return _HOLDERS["topology"]
     return _HOLDERS["int32_vector"]
+
+
+def _text_fst_kind(inp: KaldiInput) -> str:
+    """FST, lattice or compact lattice, from the weights of a text entry:
+    ``g,a`` is a lattice weight, ``g,a,t1_t2`` a compact-lattice weight."""
+    lines = inp.peek(4096).split(b"\n")[1:]
+    for line in lines:
+        if not line.strip():
+            break
+        fields = line.split(b"\t") if b"\t" in line else line.split()
+        commas = fields[-1].count(b",")
+        if commas == 1:
+            return "lattice"
+        if commas == 2:
+            return "compact_lattice"
+    return "fst"
 
 
 def _fst_arc_type(body: bytes) -> str:

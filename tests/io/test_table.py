@@ -234,3 +234,19 @@ def test_writer_keeps_entries_written_before_a_failure(tmp_path):
 def test_missing_file_raises_ioerror(tmp_path):
     with pytest.raises(KaldiIOError, match="cannot open"):
         list(read_table(f"ark:{tmp_path}/none.ark"))
+
+
+def test_auto_kind_tells_text_fst_lattice_and_compact_lattice(tmp_path):
+    from kbind.io.fst import Fst
+    from kbind.io.lattice import CompactLattice, Lattice
+
+    ark = tmp_path / "x.ark"
+    ark.write_text("f \n0\t1\t3\t3\t0.5\n1\n\n"
+                   "l \n0\t1\t7\t3\t1.5,2.5\n1\t0.25,0\n\n"
+                   "c \n0\t1\t3\t1.5,2.5,7_7_8\n1\t0,0,9\n\n")
+    got = dict(read_table(f"ark:{ark}"))
+    assert isinstance(got["f"], Fst)
+    assert isinstance(got["l"], Lattice)
+    assert isinstance(got["c"], CompactLattice)
+    assert got["c"].final_string(1) == [9]
+    assert got["l"].arc_weight.tolist() == [[1.5, 2.5]]
