@@ -8,7 +8,21 @@ NATIVE_SRC := $(wildcard cbridge/*.c cbridge/*.h) cbridge/build_native.py setup.
 
 .PHONY: install run test test-all bench clean
 
-install: .stamp-build
+# Debian packages: the offline TTS engines and sox that egs/digits synthesises its corpus with.
+APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k sox
+
+install: .stamp-apt .stamp-build
+
+.stamp-apt:
+	@if command -v espeak-ng >/dev/null && command -v flite >/dev/null && \
+	    command -v text2wave >/dev/null && command -v sox >/dev/null && \
+	    [ -d /usr/share/festival/voices/english/kal_diphone ]; then \
+	  echo "system packages present: $(APT_PACKAGES)"; \
+	else \
+	  (apt-get update -qq || true) && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	fi
+	touch $@
 
 .stamp-deps: requirements.txt
 	$(PIP) install -q --disable-pip-version-check $(TORCH)
