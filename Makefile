@@ -9,14 +9,16 @@ NATIVE_SRC := $(wildcard cbridge/*.c cbridge/*.h) cbridge/build_native.py setup.
 .PHONY: install run test test-all bench clean
 
 # Debian packages: the offline TTS engines and sox that egs/digits synthesises its corpus with.
-APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k sox
+APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox
 
 install: .stamp-apt .stamp-build
 
 .stamp-apt:
 	@if command -v espeak-ng >/dev/null && command -v flite >/dev/null && \
 	    command -v text2wave >/dev/null && command -v sox >/dev/null && \
-	    [ -d /usr/share/festival/voices/english/kal_diphone ]; then \
+	    [ -d /usr/share/festival/voices/english/kal_diphone ] && \
+	    [ -d /usr/share/festival/voices/english/ked_diphone ] && \
+	    [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ]; then \
 	  echo "system packages present: $(APT_PACKAGES)"; \
 	else \
 	  (apt-get update -qq || true) && \

@@ -70,4 +70,72 @@ int kb_fst_connect(int32_t num_states, int32_t start, const float *final_cost,
                    uint8_t *accessible, uint8_t *coaccessible,
                    char *err, size_t errlen);
 
+/*
+ * Lattice-generating decoder (cbridge/decoder.c): Kaldi's
+ * LatticeFasterDecoder over an HCLG whose input labels are transition-ids
+ * (0 = epsilon) and output labels words.
+ *
+ * Handles (the one exception to "callers own every buffer"): the decoder
+ * keeps a validated graph and each decoding result in C memory behind an
+ * opaque handle, returned as an int64 (the address, tagged with a magic
+ * number) in handle_out[0] / result_out[0]. The caller owns the handle and
+ * must release it exactly once with the matching *_free function
+ * (kbind.decode.decoder does so in __del__ / close()); 0 is never a valid
+ * handle and freeing 0 is a no-op. No other scratch outlives a call.
+ *
+ * kb_decoder_graph_new validates the graph once (out_offsets span the arcs,
+ * destinations in range, ilabel in [0, num_tids], olabel >= 0, no NaN
+ * weight or final cost, tid2pdf[1..num_tids] >= 0, no epsilon cycle) and
+ * keeps POINTERS to the caller's arrays: they must stay alive and unchanged
+ * until kb_decoder_graph_free. A graph handle may be used by several
+ * threads at once (read-only).
+ *   final_cost[num_states] (+inf = not final); dst/ilabel/olabel/weight
+ *   [num_arcs] grouped by source; out_offsets[num_states + 1];
+ *   tid2pdf[num_tids + 1] (entry 0 unused).
+ */
+int kb_decoder_graph_new(int32_t num_states, int64_t num_arcs, int32_t start,
+                         const float *final_cost, const int32_t *dst, const int32_t *ilabel,
+                         const int32_t *olabel, const float *weight,
+                         const int64_t *out_offsets, const int32_t *tid2pdf,
+                         int32_t num_tids, int64_t *handle_out, char *err, size_t errlen);
+int kb_decoder_graph_free(int64_t handle, char *err, size_t errlen);
+
+/*
+ * Decode one utterance: loglikes[num_frames][num_cols] (row-major float32,
+ * column = pdf-id; num_cols must exceed every pdf-id of tid2pdf; NaN or +inf
+ * -> KB_EINVAL naming the frame). Options as LatticeFasterDecoderConfig
+ * (beam, max_active, min_active, lattice_beam, prune_interval, beam_delta,
+ * hash_ratio, prune_scale) and the decodable's acoustic_scale.
+ * On success result_out[0] is a result handle and
+ *   sizes_out[0] = num_frames, [1] = number of words on the best path,
+ *   [2] = lattice states, [3] = lattice arcs, [4] = 1 if a final state was
+ *   reached (Kaldi's ReachedFinal), else 0 (then the lattice treats every
+ *   last-frame state as final, as use_final_probs does).
+ * Fails if no token survives to the end (Kaldi: "Failed to decode").
+ */
+int kb_decode_lattice_faster(int64_t graph, const float *loglikes, int32_t num_frames,
+                             int32_t num_cols, float acoustic_scale, float beam,
+                             int32_t max_active, int32_t min_active, float lattice_beam,
+                             int32_t prune_interval, float beam_delta, float hash_ratio,
+                             float prune_scale, int64_t *result_out, int64_t *sizes_out,
+                             char *err, size_t errlen);
+
+/*
+ * Copy a result out (any output may be NULL):
+ *   alignment[num_frames]: transition-ids of the best path;
+ *   words[sizes_out[1]]: its words;
+ *   costs[3]: best path graph cost, SCALED acoustic cost (acoustic_scale *
+ *     -loglikes, as Kaldi's decoder holds it), final-relative cost;
+ *   the raw lattice (Kaldi's GetRawLattice with use_final_probs, then
+ *   Connect): start state 0, states in topological (frame) order, arcs
+ *   grouped by source: lat_src/dst/ilabel(tid)/olabel(word)[arcs],
+ *   lat_weight[arcs][2] = (graph cost, SCALED acoustic cost),
+ *   lat_final[states][2] ((+inf, +inf) = not final).
+ */
+int kb_decode_result_copy(int64_t result, int32_t *alignment, int32_t *words, float *costs,
+                          int32_t *lat_src, int32_t *lat_dst, int32_t *lat_ilabel,
+                          int32_t *lat_olabel, float *lat_weight, float *lat_final,
+                          char *err, size_t errlen);
+int kb_decode_result_free(int64_t result, char *err, size_t errlen);
+
 #endif

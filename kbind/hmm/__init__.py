@@ -24,3 +24,11 @@ __all__ = [
     "TransitionModel",
     "ali_to_pdf", "ali_to_phones", "split_to_phones", "is_reordered",
 ]
+
+# lexicon, lang dirs and training graphs
+from .graph_compiler import TrainingGraphCompiler, add_self_loops, make_h_transducer
+from .lang import Lang, SymbolTable, prepare_lang
+from .lexicon import Lexicon, OOVError
+
+__all__ += ["Lexicon", "OOVError", "Lang", "SymbolTable", "prepare_lang",
+            "TrainingGraphCompiler", "make_h_transducer", "add_self_loops"]

@@ -1,0 +1,304 @@
+"""Lattice-generating decoding over an HCLG (Kaldi's ``latgen-faster``).
+
+The search runs in C (``cbridge/decoder.c``, :c:func:`kb_decode_lattice_faster`):
+Kaldi's ``LatticeFasterDecoder`` with its beam / max-active / min-active
+cutoffs (``GetCutoff``, adaptive beam with ``beam_delta``), epsilon closure,
+periodic lattice pruning (``PruneActiveTokens`` every ``prune_interval``
+frames with delta ``lattice_beam * prune_scale``) and ``FinalizeDecoding``
+(final-probs used when any state is final, else every last-frame state
+counts as final with cost 0). The raw lattice is Kaldi's ``GetRawLattice``
+followed by ``fst::Connect``; the best path is the raw lattice's shortest
+path (``GetBestPath`` + ``GetLinearSymbolSequence``).
+
+Acoustic scale and costs -- what ``latgen-faster`` writes, and what we return:
+
+* the decodable gives ``acoustic_scale * loglike[t, tid2pdf[tid]]``
+  (float * float, ``DecodableMatrixScaledMapped``), so inside the decoder
+  and in ``GetRawLattice`` the acoustic cost of an arc is the SCALED
+  ``-acoustic_scale * loglike``; pruning (``beam``, ``lattice_beam``) and
+  determinization work on these scaled costs;
+* before writing, ``DecodeUtteranceLatticeFaster`` applies
+  ``ScaleLattice(AcousticLatticeScale(1.0 / acoustic_scale))`` (double
+  arithmetic, rounded to float), to the compact lattice after
+  determinization or to the raw lattice when ``--determinize-lattice=false``:
+  the lattices in the archive hold UNSCALED acoustic costs (``-loglike``)
+  and lattice tools take ``--acoustic-scale`` again. :class:`DecodeResult`'s
+  ``lattice`` and ``compact_lattice`` are exactly that (unscaled);
+* the best path's ``graph_cost`` / ``acoustic_cost_scaled`` are the decoder's
+  (float sums along the path; ``likelihood = -(graph_cost +
+  acoustic_cost_scaled)`` is what Kaldi logs as the utterance's log-like),
+  ``acoustic_cost`` is the unscaled one (same 1/acoustic_scale rounding as
+  the lattice).
+
+Parallel decoding: cffi releases the GIL around every C call (API mode, the
+default for all functions), so :meth:`LatticeDecoder.decode_batch` runs
+utterances on a thread pool sharing one read-only C graph; the Python part
+(determinization in :mod:`kbind.decode.lattice_ops`, building the lattice
+objects) holds the GIL. ``determinize_lattice=False`` keeps almost all of the
+work in C.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .. import _native
+from ..compact_fst import CompactFst
+from ..io.lattice import CompactLattice, Lattice, acoustic_lattice_scale
+
+__all__ = ["DecoderOptions", "DecodeResult", "DecodeFailure", "LatticeDecoder",
+           "write_lattices"]
+
+
+class DecodeFailure(RuntimeError):
+    """No lattice for an utterance (no surviving token, or no final state
+    reached with ``allow_partial=False``), as latgen-faster's warnings."""
+
+
+@dataclass
+class DecoderOptions:
+    """``LatticeFasterDecoderConfig`` plus the decodable's acoustic scale.
+
+    Defaults: the values of Kaldi's decoding scripts (``steps/decode.sh``
+    passes ``--beam 13 --max-active 7000 --lattice-beam`` and
+    ``--acoustic-scale 0.1``); the others are LatticeFasterDecoderConfig's.
+    """
+    beam: float = 13.0
+    lattice_beam: float = 8.0
+    max_active: int = 7000
+    min_active: int = 200
+    acoustic_scale: float = 0.1
+    prune_interval: int = 25
+    determinize_lattice: bool = True
+    beam_delta: float = 0.5
+    hash_ratio: float = 2.0
+    prune_scale: float = 0.1
+    allow_partial: bool = False
+
+    def check(self) -> None:
+        if not (self.beam > 0 and self.lattice_beam > 0 and self.max_active > 1
+                and 0 <= self.min_active <= self.max_active and self.prune_interval > 0
+                and self.beam_delta > 0 and self.hash_ratio >= 1.0
+                and 0 < self.prune_scale < 1):
+            raise ValueError(f"invalid decoder options: {self}")
+        if not (self.acoustic_scale > 0):
+            raise ValueError("acoustic_scale must be > 0")
+
+
+@dataclass
+class DecodeResult:
+    words: List[int]
+    alignment: List[int]
+    graph_cost: float
+    acoustic_cost: float            # unscaled (-sum loglike), see module docstring
+    acoustic_cost_scaled: float     # as the decoder holds it
+    num_frames: int
+    reached_final: bool
+    final_relative_cost: float
+    lattice: Lattice                # raw state-level lattice, unscaled acoustic costs
+    compact_lattice: Optional[CompactLattice] = None  # determinized, unscaled
+
+    @property
+    def cost(self) -> float:
+        """The decoder's objective: graph_cost + acoustic_scale * acoustic."""
+        return float(np.float32(self.graph_cost) + np.float32(self.acoustic_cost_scaled))
+
+    @property
+    def likelihood(self) -> float:
+        """What Kaldi logs as the utterance's log-like (``-(w1 + w2)``)."""
+        return -self.cost
+
+
+def _tid2pdf_tensor(trans_model_or_tid2pdf) -> torch.Tensor:
+    t2p = getattr(trans_model_or_tid2pdf, "tid2pdf", trans_model_or_tid2pdf)
+    arr = np.asarray(t2p).astype(np.int64).reshape(-1)
+    if arr.size < 1:
+        raise ValueError("tid2pdf must have an entry for transition-id 0 (unused)")
+    if arr.size > 1 and arr[1:].min() < 0:
+        tid = int(np.flatnonzero(arr[1:] < 0)[0]) + 1
+        raise ValueError(f"transition-id {tid} has no pdf-id ({arr[tid]})")
+    arr = arr.copy()
+    arr[0] = 0
+    return torch.as_tensor(np.ascontiguousarray(arr.astype(np.int32)))
+
+
+class LatticeDecoder:
+    """Decoder over one HCLG (``Fst`` or ``CompactFst``) for one transition
+    model (or a ``tid2pdf`` table, index 0 unused).
+
+    The C graph handle is created once and shared by all threads of
+    :meth:`decode_batch`; it is freed by :meth:`close` (or ``with``, or
+    garbage collection)."""
+
+    def __init__(self, hclg, trans_model_or_tid2pdf, opts: Optional[DecoderOptions] = None):
+        self.opts = opts or DecoderOptions()
+        self.opts.check()
+        self.tid2pdf = _tid2pdf_tensor(trans_model_or_tid2pdf)
+        self.num_tids = int(self.tid2pdf.numel()) - 1
+        self.num_pdfs = int(self.tid2pdf[1:].max()) + 1 if self.num_tids else 0
+        if isinstance(hclg, CompactFst):
+            self.num_states, self.start = hclg.num_states, hclg.start
+            self._final = hclg.final
+            self._dst, self._il, self._ol = hclg.arc_dst, hclg.arc_ilabel, hclg.arc_olabel
+            self._w, self._off = hclg.arc_weight, hclg.out_offsets
+        else:
+            self.num_states, self.start = int(hclg.num_states), int(hclg.start)
+            self._final = torch.as_tensor(np.ascontiguousarray(hclg.final, dtype=np.float32))
+            self._dst = torch.as_tensor(np.ascontiguousarray(hclg.arc_dst, dtype=np.int32))
+            self._il = torch.as_tensor(np.ascontiguousarray(hclg.arc_ilabel, dtype=np.int32))
+            self._ol = torch.as_tensor(np.ascontiguousarray(hclg.arc_olabel, dtype=np.int32))
+            self._w = torch.as_tensor(np.ascontiguousarray(hclg.arc_weight, dtype=np.float32))
+            self._off = torch.as_tensor(np.ascontiguousarray(hclg.state_offsets,
+                                                             dtype=np.int64))
+        if self.start < 0 or self.num_states == 0:
+            raise ValueError("the decoding graph is empty")
+        h = torch.zeros(1, dtype=torch.int64)
+        try:
+            _native.call("kb_decoder_graph_new", self.num_states, int(self._dst.numel()),
+                         self.start, _native.ptr(self._final), _native.ptr(self._dst),
+                         _native.ptr(self._il), _native.ptr(self._ol), _native.ptr(self._w),
+                         _native.ptr(self._off), _native.ptr(self.tid2pdf), self.num_tids,
+                         _native.ptr(h))
+        except _native.NativeError as e:
+            raise ValueError(f"invalid decoding graph: {e}") from None
+        self._handle = int(h[0])
+
+    # -- lifetime -----------------------------------------------------------------
+    def close(self) -> None:
+        h, self._handle = getattr(self, "_handle", 0), 0
+        if h and _native.available():
+            _native.call("kb_decoder_graph_free", h)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- decoding -------------------------------------------------------------------
+    def _loglikes(self, loglikes) -> torch.Tensor:
+        x = loglikes if isinstance(loglikes, torch.Tensor) else torch.as_tensor(
+            np.asarray(loglikes))
+        if x.dim() != 2:
+            raise ValueError(f"loglikes must be (T, D), got shape {tuple(x.shape)}")
+        if x.shape[1] < self.num_pdfs:
+            raise ValueError(f"loglikes have {x.shape[1]} columns but the transition model "
+                             f"has {self.num_pdfs} pdfs")
+        return x.detach().to("cpu", torch.float32).contiguous()
+
+    def decode_raw(self, loglikes):
+        """The C search only: (alignment, words, graph_cost, scaled acoustic
+        cost, final_relative_cost, reached_final, raw Lattice with SCALED
+        acoustic costs)."""
+        if not self._handle:
+            raise RuntimeError("decoder is closed")
+        x = self._loglikes(loglikes)
+        o = self.opts
+        res = torch.zeros(1, dtype=torch.int64)
+        sizes = torch.zeros(8, dtype=torch.int64)
+        try:
+            _native.call("kb_decode_lattice_faster", self._handle, _native.ptr(x),
+                         int(x.shape[0]), int(x.shape[1]), float(o.acoustic_scale),
+                         float(o.beam), int(o.max_active), int(o.min_active),
+                         float(o.lattice_beam), int(o.prune_interval), float(o.beam_delta),
+                         float(o.hash_ratio), float(o.prune_scale), _native.ptr(res),
+                         _native.ptr(sizes))
+        except _native.NativeError as e:
+            raise DecodeFailure(str(e)) from None
+        handle = int(res[0])
+        try:
+            T, nw, ns, na, reached = (int(v) for v in sizes[:5])
+            ali = torch.empty(T, dtype=torch.int32)
+            words = torch.empty(max(nw, 1), dtype=torch.int32)
+            costs = torch.empty(3, dtype=torch.float32)
+            src = torch.empty(max(na, 1), dtype=torch.int32)
+            dst = torch.empty(max(na, 1), dtype=torch.int32)
+            il = torch.empty(max(na, 1), dtype=torch.int32)
+            ol = torch.empty(max(na, 1), dtype=torch.int32)
+            w = torch.empty((max(na, 1), 2), dtype=torch.float32)
+            fin = torch.empty((max(ns, 1), 2), dtype=torch.float32)
+            _native.call("kb_decode_result_copy", handle, _native.ptr(ali), _native.ptr(words),
+                         _native.ptr(costs), _native.ptr(src), _native.ptr(dst), _native.ptr(il),
+                         _native.ptr(ol), _native.ptr(w), _native.ptr(fin))
+        finally:
+            _native.call("kb_decode_result_free", handle)
+        lat = Lattice(ns, 0, fin[:ns].numpy(), src[:na].numpy(), dst[:na].numpy(),
+                      il[:na].numpy(), ol[:na].numpy(), w[:na].numpy())
+        c = costs.tolist()
+        return (ali.tolist(), words[:nw].tolist(), c[0], c[1], c[2], bool(reached), lat)
+
+    def decode(self, loglikes) -> DecodeResult:
+        """Decode one utterance (``loglikes``: (T, num_pdfs) tensor of
+        log-likelihoods, column = pdf-id). Raises :class:`DecodeFailure` as
+        latgen-faster fails an utterance (and ValueError on bad input)."""
+        o = self.opts
+        ali, words, g, a_scaled, frc, reached, lat = self.decode_raw(loglikes)
+        if not reached and not o.allow_partial:
+            raise DecodeFailure("no final state reached (allow_partial=False)")
+        inv = acoustic_lattice_scale(1.0 / float(np.float32(o.acoustic_scale)))
+        clat = None
+        if o.determinize_lattice:
+            from .lattice_ops import determinize_lattice_pruned
+            clat = determinize_lattice_pruned(lat, o.lattice_beam).scale(inv)
+        lat_out = lat.scale(inv)
+        a_unscaled = float(np.float32(np.float64(a_scaled) * inv[1][1]))
+        return DecodeResult(words=words, alignment=ali, graph_cost=g, acoustic_cost=a_unscaled,
+                            acoustic_cost_scaled=a_scaled, num_frames=len(ali),
+                            reached_final=reached, final_relative_cost=frc, lattice=lat_out,
+                            compact_lattice=clat)
+
+    def decode_batch(self, loglikes_list: Sequence, num_workers: int = 1,
+                     on_error: str = "raise") -> List[Optional[DecodeResult]]:
+        """Decode several utterances on ``num_workers`` threads (the C search
+        runs without the GIL); results in input order. ``on_error``:
+        ``"raise"`` (first failure raises) or ``"none"`` (failed utterances
+        give None)."""
+        if on_error not in ("raise", "none"):
+            raise ValueError("on_error must be 'raise' or 'none'")
+
+        def one(x):
+            try:
+                return self.decode(x)
+            except DecodeFailure:
+                if on_error == "none":
+                    return None
+                raise
+
+        items = list(loglikes_list)
+        if num_workers <= 1 or len(items) <= 1:
+            return [one(x) for x in items]
+        with ThreadPoolExecutor(max_workers=num_workers) as ex:
+            return list(ex.map(one, items))
+
+
+def write_lattices(wspecifier: str, results: Union[dict, Iterable[Tuple[str, DecodeResult]]],
+                   compact: Optional[bool] = None) -> None:
+    """Write the lattices of ``results`` ({key: DecodeResult} or (key,
+    result) pairs; None results are skipped) as Kaldi does: the compact
+    (determinized) lattice with kind ``compact_lattice`` when present (or
+    ``compact=True``), else the raw lattice with kind ``lattice``."""
+    from ..io import write_table
+    pairs = list(results.items()) if isinstance(results, dict) else list(results)
+    pairs = [(k, r) for k, r in pairs if r is not None]
+    if compact is None:
+        compact = bool(pairs) and all(r.compact_lattice is not None for _, r in pairs)
+    kind = "compact_lattice" if compact else "lattice"
+    with write_table(wspecifier, kind) as w:
+        for k, r in pairs:
+            if compact:
+                if r.compact_lattice is None:
+                    raise ValueError(f"{k}: no compact lattice (determinize_lattice=False)")
+                w.write(k, r.compact_lattice)
+            else:
+                w.write(k, r.lattice)
