@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_io", "bench_features"]
+BENCHES = ["bench_io", "bench_features", "bench_decode", "bench_decode_digits", "bench_chain"]
 
 
 def _load(name):
