@@ -138,4 +138,105 @@ int kb_decode_result_copy(int64_t result, int32_t *alignment, int32_t *words, fl
                           char *err, size_t errlen);
 int kb_decode_result_free(int64_t result, char *err, size_t errlen);
 
+/*
+ * Pruned lattice determinization (cbridge/latdet.c): Kaldi's
+ * DeterminizeLatticePhonePrunedWrapper on a raw state-level lattice (as
+ * kb_decode_result_copy gives it: ilabel = transition-id (0 = none), olabel
+ * = word (0 = epsilon), weight[arcs][2] = (graph, acoustic) costs, final
+ * [states][2], (+inf, +inf) = not final; arcs grouped by source state with
+ * out_offsets[num_states + 1]; any state numbering, but acyclic). Weights
+ * are pruned as given (pass scaled acoustic costs, as Kaldi does).
+ *   tid2phone_start[num_tids + 1] (or NULL: word-level pass only): for each
+ *     transition-id, the phone it starts (> 0; Kaldi: HMM state 0 and not a
+ *     self-loop), else 0; then every ilabel must be <= num_tids;
+ *   beam (> 0, may be +inf), delta (approximate weight equality of subsets,
+ *   >= 0), max_mem (bytes, estimate; <= 0: no limit), max_states, max_arcs
+ *   (<= 0: no limit), retry_cutoff (Kaldi's, in [0, 1); 0.5).
+ * Limits never fail the call: a pass that hits one stops, and is retried on
+ * its input pruned at a narrower beam when its effective beam is below
+ * beam * retry_cutoff (Kaldi's DeterminizeLatticePruned retry loop; see
+ * latdet.c); otherwise the partial output is kept. Fails (KB_EINVAL) on bad
+ * sizes or offsets, a state / label out of range, a NaN or -inf weight, a
+ * cyclic lattice; KB_ENOMEM when an allocation fails.
+ * On success result_out[0] is a result handle (free it with
+ * kb_latdet_result_free) and
+ *   sizes_out[8]: [0] output states, [1] output arcs, [2] total length of
+ *     the final-weight strings, [3] total length of the arc strings,
+ *     [4] 1 if every pass finished at the requested beam (no limit hit),
+ *     [5] number of retries, [6] arcs of the (connected) raw lattice,
+ *     [7] determinized states created (all passes and attempts);
+ *   stats_out[4]: [0] the narrowest beam a kept pass used, [1] the smallest
+ *     effective beam reached, [2] / [3] states / arcs of the phone-pass
+ *     output (0 without phone pass).
+ */
+int kb_latdet_pruned(int32_t num_states, int64_t num_arcs, int32_t start,
+                     const float *final_cost, const int64_t *out_offsets, const int32_t *dst,
+                     const int32_t *ilabel, const int32_t *olabel, const float *weight,
+                     const int32_t *tid2phone_start, int32_t num_tids, double beam,
+                     double delta, int64_t max_mem, int64_t max_states, int64_t max_arcs,
+                     double retry_cutoff, int64_t *result_out, int64_t *sizes_out,
+                     double *stats_out, char *err, size_t errlen);
+
+/*
+ * Copy a determinization result out (any output may be NULL): a
+ * CompactLattice with start state 0, states in topological order, arcs
+ * grouped by source and sorted by word (ilabel = olabel = word, no
+ * epsilons):
+ *   final_cost[states][2], final_string_offsets[states + 1],
+ *   final_string_data[sizes_out[2]]; arc_src/dst/label[arcs],
+ *   arc_weight[arcs][2], arc_string_offsets[arcs + 1],
+ *   arc_string_data[sizes_out[3]] (transition-ids).
+ */
+int kb_latdet_result_copy(int64_t result, float *final_cost, int64_t *final_string_offsets,
+                          int32_t *final_string_data, int32_t *arc_src, int32_t *arc_dst,
+                          int32_t *arc_label, float *arc_weight, int64_t *arc_string_offsets,
+                          int32_t *arc_string_data, char *err, size_t errlen);
+int kb_latdet_result_free(int64_t result, char *err, size_t errlen);
+
+/*
+ * Chain denominator forward-backward (cbridge/chain_den.c): Kaldi's
+ * DenominatorComputation Forward + Backward on the CPU for S sequences of
+ * per-sequence lengths, float32 (see kbind/chain/denominator.py).
+ * The den graph in Kaldi's DenominatorGraph form:
+ *   forward_transitions[num_states][2]: [begin, end) into the transitions
+ *     arrays of the arcs leaving each state (only these entries are read);
+ *   transitions_prob/pdf/hmm_state[num_transitions]: exp(-cost), pdf-id in
+ *     [0, num_pdfs), destination state;
+ *   initial_probs[num_states].
+ * Inputs: nnet_output[S][T][num_pdfs] (batch-first, row-major float32: what
+ * the torch API passes); lengths[S] in [1, T] (NULL = all T): frames past a
+ * sequence's end are ignored and each sequence gives what it gives alone;
+ * leaky_hmm_coefficient in (0, 1). exp(nnet_output) is limited as Kaldi's
+ * ApplyExpLimited(-30, 30) (NaN -> exp(-30), +inf -> exp(30)).
+ * Outputs (caller-owned): logprob[S] (log Z_den per sequence);
+ *   deriv[S][T][num_pdfs] = d logprob_s / d nnet_output (the denominator
+ *   posteriors, zero past each length), or NULL to run the forward pass only;
+ *   checks[2] (may be NULL): Kaldi's sanity sums at t = 0 over all sequences,
+ *   sum alpha'(0) beta'(0) and sum of the posteriors of frame 0 (both should
+ *   equal S; backward only);
+ *   scratch_bytes[1] (may be NULL): bytes of scratch memory this call held at
+ *   its peak (all threads and the graph index).
+ * num_threads: OpenMP threads (<= 0: OpenMP's default), used over blocks of
+ *   16 sequences. isa: -1 = best the CPU has; 0 baseline, 1 AVX2, 2 AVX-512
+ *   (clipped to what the CPU has; for tests and benchmarks).
+ * Memory: allocates and frees its scratch itself: per thread
+ *   (T+1) * H * 16 floats of alphas (2 * H * 16 without deriv) + T * D * 16
+ *   floats of exp(outputs) + about (V + H) * 16 floats; about 40 bytes per arc
+ *   for the graph index.
+ * Fails (KB_EINVAL, nothing written) on: non-positive sizes, a length out of
+ * [1, T], leaky not in (0, 1), a transition range, next state or pdf-id out of
+ * range, a negative or non-finite transition or initial probability;
+ * KB_ENOMEM when scratch cannot be allocated.
+ */
+int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
+                                  const int32_t *forward_transitions, int64_t num_transitions,
+                                  const float *transitions_prob, const int32_t *transitions_pdf,
+                                  const int32_t *transitions_hmm_state,
+                                  const float *initial_probs, int32_t num_sequences,
+                                  int32_t num_frames, const float *nnet_output,
+                                  const int64_t *lengths, double leaky_hmm_coefficient,
+                                  int32_t num_threads, int32_t isa, float *logprob,
+                                  float *deriv, double *checks, int64_t *scratch_bytes,
+                                  char *err, size_t errlen);
+
 #endif

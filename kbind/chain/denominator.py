@@ -31,21 +31,38 @@ per-frame totals are stored in the compute dtype (float32 as Kaldi).
 
 Sequences may have different lengths (Kaldi cannot): each gives the numbers it
 would give alone; frames past its end get zero derivative.
+
+Implementations (``impl=``): ``"c"`` -- the native CPU kernel
+``kb_chain_den_forward_backward`` (``cbridge/chain_den.c``: sequences in SIMD
+lanes, OpenMP over blocks of 16 sequences, ``torch.get_num_threads()``
+threads; float32 only); ``"torch"`` -- the tensor code below (any device,
+float32 or float64); ``"auto"`` (default) -- the C kernel for CPU tensors
+computed in float32 when the native core is built, else the torch code (CUDA,
+float64, ``check_every_frame``). Both give the same numbers to float rounding
+(C vs torch: log-probs to about 1e-7 relative, posteriors to about 1e-6
+absolute; both within the spec's tolerances of Kaldi). NaN/inf outputs are
+handled identically: ``exp`` is limited as Kaldi's ``ApplyExpLimited`` (NaN ->
+exp(-30), +-inf -> exp(+-30)) and values past a sequence's length are ignored.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 
+from .. import _native
 from .den_graph import DenominatorGraph
 
 __all__ = ["denominator_logprob", "denominator_forward_backward", "DenominatorResult",
-           "exp_limited", "check_lengths"]
+           "exp_limited", "check_lengths", "IMPLS"]
+
+IMPLS = ("auto", "torch", "c")
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +113,23 @@ def _approx_equal(a: float, b: float, tol: float) -> bool:
     if math.isinf(diff) or diff != diff:
         return False
     return diff <= tol * (abs(a) + abs(b))
+
+
+def _sanity_check(t: int, ab: float, gs: float, num_seq: float) -> bool:
+    """Kaldi's ``BetaGeneralFrameDebug`` on the sums at frame t: warns, and
+    returns False when the minibatch must be abandoned."""
+    ok = True
+    if not _approx_equal(ab, num_seq, 1e-3):
+        logger.warning("On time %d, alpha-beta product %g != %g", t, ab, num_seq)
+        if abs(ab - num_seq) > 2.0:
+            logger.warning("Excessive error detected, will abandon this minibatch")
+            ok = False
+    if not _approx_equal(gs, num_seq, 1e-2):
+        logger.warning("On time %d, log-prob-deriv sum %g != %g", t, gs, num_seq)
+        if abs(gs - num_seq) > 2.0:
+            logger.warning("Excessive error detected, will abandon this minibatch")
+            ok = False
+    return ok
 
 
 @dataclass
@@ -251,16 +285,8 @@ def _den_backward(graph: DenominatorGraph, st: _DenState, leaky: float, dtype: t
         if t == 0 or check_every_frame:
             ab = float((alpha[t].to(torch.float64) * beta_dash).sum())
             gs = float(gt.sum(dtype=torch.float64))
-            if not _approx_equal(ab, num_seq, 1e-3):
-                logger.warning("On time %d, alpha-beta product %g != %g", t, ab, num_seq)
-                if abs(ab - num_seq) > 2.0:
-                    logger.warning("Excessive error detected, will abandon this minibatch")
-                    ok = False
-            if not _approx_equal(gs, num_seq, 1e-2):
-                logger.warning("On time %d, log-prob-deriv sum %g != %g", t, gs, num_seq)
-                if abs(gs - num_seq) > 2.0:
-                    logger.warning("Excessive error detected, will abandon this minibatch")
-                    ok = False
+            if not _sanity_check(t, ab, gs, num_seq):
+                ok = False
         beta_next = to_beta(beta_dash)
     post = gamma.permute(2, 0, 1)                          # (B, T, D)
     if not full:
@@ -269,19 +295,129 @@ def _den_backward(graph: DenominatorGraph, st: _DenState, leaky: float, dtype: t
     return post.contiguous(), ok
 
 
+# ----------------------------------------------------------------------------------
+# The C kernel (cbridge/chain_den.c) through kbind._native
+# ----------------------------------------------------------------------------------
+
+_C_ARRAYS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _c_graph_arrays(graph: DenominatorGraph):
+    """Kaldi's arrays of the graph as contiguous CPU tensors (cached per graph)."""
+    arr = _C_ARRAYS.get(graph)
+    if arr is None:
+        arr = dict(
+            forward_transitions=torch.from_numpy(
+                np.ascontiguousarray(graph.forward_transitions, dtype=np.int32)),
+            transitions_prob=torch.from_numpy(
+                np.ascontiguousarray(graph.transitions_prob, dtype=np.float32)),
+            transitions_pdf=torch.from_numpy(
+                np.ascontiguousarray(graph.transitions_pdf, dtype=np.int32)),
+            transitions_hmm_state=torch.from_numpy(
+                np.ascontiguousarray(graph.transitions_hmm_state, dtype=np.int32)),
+            initial_probs=torch.from_numpy(
+                np.ascontiguousarray(graph.initial_probs, dtype=np.float32)))
+        _C_ARRAYS[graph] = arr
+    return arr
+
+
+def _use_c(impl: str, device: torch.device, dtype: torch.dtype,
+           check_every_frame: bool = False) -> bool:
+    """Whether ``impl`` runs the C kernel here (raises for an impossible ``"c"``)."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl == "torch":
+        return False
+    why = []
+    if torch.device(device).type != "cpu":
+        why.append(f"the C kernel runs on CPU tensors, not {device}")
+    if dtype != torch.float32:
+        why.append(f"the C kernel computes in float32, not {dtype}")
+    if check_every_frame:
+        why.append("check_every_frame needs the torch implementation")
+    if not why and not _native.available():
+        why.append("the native core is not built")
+    if why and impl == "c":
+        raise ValueError("impl='c' is not possible: " + "; ".join(why))
+    return not why
+
+
+def _c_forward_backward(graph: DenominatorGraph, nnet_output: torch.Tensor, L: torch.Tensor,
+                        leaky: float, compute_posteriors: bool = True,
+                        num_threads: Optional[int] = None, isa: int = -1,
+                        stats: Optional[dict] = None):
+    """Run ``kb_chain_den_forward_backward``: returns (logprob (B,) float32,
+    posteriors (B, T, D) float32 or None, ok). ``num_threads``: default
+    ``torch.get_num_threads()``; ``isa``: -1 best, 0 baseline, 1 AVX2, 2 AVX-512;
+    ``stats``: a dict that receives ``scratch_bytes`` (the kernel's peak scratch)."""
+    y = nnet_output.detach()
+    if y.dtype != torch.float32:
+        y = y.to(torch.float32)
+    y = y.contiguous()
+    B, T, D = y.shape
+    arr = _c_graph_arrays(graph)
+    lengths = None if bool((L == T).all()) else L.to(torch.int64).contiguous()
+    logprob = torch.empty(B, dtype=torch.float32)
+    post = torch.empty(B, T, D, dtype=torch.float32) if compute_posteriors else None
+    checks = torch.zeros(2, dtype=torch.float64)
+    scratch = torch.zeros(1, dtype=torch.int64) if stats is not None else None
+    if num_threads is None:
+        num_threads = torch.get_num_threads()
+    P = _native.ptr
+    _native.call("kb_chain_den_forward_backward", graph.num_states, D,
+                 P(arr["forward_transitions"]), arr["transitions_prob"].numel(),
+                 P(arr["transitions_prob"]), P(arr["transitions_pdf"]),
+                 P(arr["transitions_hmm_state"]), P(arr["initial_probs"]), B, T, P(y),
+                 P(lengths), float(leaky), int(num_threads), int(isa), P(logprob), P(post),
+                 P(checks), P(scratch))
+    if stats is not None:
+        stats["scratch_bytes"] = int(scratch[0])
+    ok = True
+    if compute_posteriors:
+        ok = _sanity_check(0, float(checks[0]), float(checks[1]), float(B))
+    return logprob, post, ok
+
+
+class _DenominatorFunctionC(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, nnet_output, graph, L, leaky):
+        need = bool(ctx.needs_input_grad[0])
+        logprob, post, ok = _c_forward_backward(graph, nnet_output, L, leaky,
+                                                compute_posteriors=need)
+        ctx.post, ctx.ok, ctx.in_dtype = post, ok, nnet_output.dtype
+        return logprob.to(nnet_output.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        post = ctx.post
+        if not ctx.ok:
+            logger.warning("denominator sanity check failed: returning a zero derivative "
+                           "for this minibatch (Kaldi abandons it)")
+            post = torch.zeros_like(post)
+        grad = post * grad_out.to(post.dtype)[:, None, None]
+        return grad.to(ctx.in_dtype), None, None, None
+
+
+
 def denominator_forward_backward(graph: DenominatorGraph, nnet_output: torch.Tensor,
                                  lengths=None, leaky_hmm_coefficient: float = 0.1,
                                  dtype: Optional[torch.dtype] = None,
                                  compute_posteriors: bool = True,
-                                 check_every_frame: bool = False) -> DenominatorResult:
+                                 check_every_frame: bool = False,
+                                 impl: str = "auto") -> DenominatorResult:
     """Kaldi's ``DenominatorComputation`` Forward + Backward, without autograd.
 
     ``nnet_output``: (B, T, D) raw network outputs (any float dtype, any device
     the graph can be moved to). Returns per-sequence log Z (compute dtype), the
     posteriors ``d log Z_b / d y_b`` (B, T, D) (zero past each length) and
     Kaldi's ``ok`` flag. ``dtype``: compute dtype (default float32, or float64
-    for float64 input)."""
+    for float64 input). ``impl``: ``"auto"`` (C kernel on CPU in float32, else
+    torch), ``"c"`` or ``"torch"`` (see the module docstring)."""
     B, T, D, L, dtype = _prepare(graph, nnet_output, lengths, leaky_hmm_coefficient, dtype)
+    if _use_c(impl, nnet_output.device, dtype, check_every_frame):
+        logprob, post, ok = _c_forward_backward(graph, nnet_output, L, leaky_hmm_coefficient,
+                                                compute_posteriors)
+        return DenominatorResult(logprob, post, ok)
     logprob, st = _den_forward(graph, nnet_output, L, leaky_hmm_coefficient, dtype)
     if not compute_posteriors:
         return DenominatorResult(logprob, None, True)
@@ -310,7 +446,7 @@ class _DenominatorFunction(torch.autograd.Function):
 
 def denominator_logprob(graph: DenominatorGraph, nnet_output: torch.Tensor, lengths=None,
                         leaky_hmm_coefficient: float = 0.1,
-                        dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+                        dtype: Optional[torch.dtype] = None, impl: str = "auto") -> torch.Tensor:
     """Per-sequence denominator log-probabilities log Z_den, shape (B,).
 
     ``nnet_output``: (B, T, D) (D = ``graph.num_pdfs``); ``lengths``: optional
@@ -319,8 +455,12 @@ def denominator_logprob(graph: DenominatorGraph, nnet_output: torch.Tensor, leng
     value is its denominator posterior; frames past its length get zero). If
     Kaldi's sanity check fails in the backward pass, a warning is logged and
     the gradient is zero. ``dtype``: compute dtype (default float32 as Kaldi, or
-    float64 for float64 input); the result has the input's dtype.
+    float64 for float64 input); the result has the input's dtype. ``impl``:
+    ``"auto"`` (default: the C kernel for CPU tensors computed in float32, else
+    the torch code), ``"c"`` or ``"torch"``.
     """
     B, T, D, L, dtype = _prepare(graph, nnet_output, lengths, leaky_hmm_coefficient, dtype)
+    if _use_c(impl, nnet_output.device, dtype):
+        return _DenominatorFunctionC.apply(nnet_output, graph, L, float(leaky_hmm_coefficient))
     return _DenominatorFunction.apply(nnet_output, graph, L, float(leaky_hmm_coefficient),
                                       dtype)

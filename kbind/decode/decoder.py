@@ -30,12 +30,16 @@ Acoustic scale and costs -- what ``latgen-faster`` writes, and what we return:
   ``acoustic_cost`` is the unscaled one (same 1/acoustic_scale rounding as
   the lattice).
 
+Determinization: latgen-faster's ``DeterminizeLatticePhonePrunedWrapper``
+at ``lattice_beam`` on the raw lattice with scaled costs, in C
+(:func:`kbind.decode.lattice_ops.determinize_lattice_pruned`), with the
+phone pass when the decoder was given a TransitionModel (a bare ``tid2pdf``
+table has no phones: word-level pass only).
+
 Parallel decoding: cffi releases the GIL around every C call (API mode, the
 default for all functions), so :meth:`LatticeDecoder.decode_batch` runs
-utterances on a thread pool sharing one read-only C graph; the Python part
-(determinization in :mod:`kbind.decode.lattice_ops`, building the lattice
-objects) holds the GIL. ``determinize_lattice=False`` keeps almost all of the
-work in C.
+utterances on a thread pool sharing one read-only C graph; search and
+determinization run in C, only building the lattice objects holds the GIL.
 """
 
 from __future__ import annotations
@@ -139,6 +143,11 @@ class LatticeDecoder:
         self.opts = opts or DecoderOptions()
         self.opts.check()
         self.tid2pdf = _tid2pdf_tensor(trans_model_or_tid2pdf)
+        from .lattice_ops import phone_start_map
+        # tid -> phone it starts, for the phone pass of determinization (None
+        # for a bare tid2pdf table)
+        self._phone_map = (phone_start_map(trans_model_or_tid2pdf)
+                           if hasattr(trans_model_or_tid2pdf, "tid2phone") else None)
         self.num_tids = int(self.tid2pdf.numel()) - 1
         self.num_pdfs = int(self.tid2pdf[1:].max()) + 1 if self.num_tids else 0
         if isinstance(hclg, CompactFst):
@@ -250,7 +259,8 @@ class LatticeDecoder:
         clat = None
         if o.determinize_lattice:
             from .lattice_ops import determinize_lattice_pruned
-            clat = determinize_lattice_pruned(lat, o.lattice_beam).scale(inv)
+            clat = determinize_lattice_pruned(lat, o.lattice_beam,
+                                              trans_model=self._phone_map).scale(inv)
         lat_out = lat.scale(inv)
         a_unscaled = float(np.float32(np.float64(a_scaled) * inv[1][1]))
         return DecodeResult(words=words, alignment=ali, graph_cost=g, acoustic_cost=a_unscaled,

@@ -1,39 +1,56 @@
 """Lattice operations for decoding: pruning and lattice determinization.
 
-:func:`determinize_lattice_pruned` gives what Kaldi's
-``DeterminizeLatticePruned`` / ``lattice-determinize-pruned`` promise: a
-:class:`~kbind.io.lattice.CompactLattice` deterministic on words with, for
-each word sequence of the input whose best cost is within ``beam`` of the
-best path, exactly one path carrying that best cost (graph and acoustic
-parts of the best path) and the transition-ids of its best alignment.
+:func:`determinize_lattice_pruned` gives what Kaldi's latgen-faster /
+``lattice-determinize-pruned`` do with ``DeterminizeLatticePhonePrunedWrapper``
+(``src/lat/determinize-lattice-pruned.cc``), in C (``cbridge/latdet.c``,
+:c:func:`kb_latdet_pruned`; the GIL is released during the call): a
+:class:`~kbind.io.lattice.CompactLattice` deterministic on words (no epsilon
+arcs) with, for each word sequence of the input whose best cost is within
+``beam`` of the best path, exactly one path carrying that best cost (graph
+and acoustic parts of the best path) and the transition-ids of its best
+alignment.
 
-How (pure Python, first version): ``prune_lattice`` (arc-level: an arc
-survives iff the best path through it is within ``beam``), then Kaldi's
-``LatticeDeterminizer`` algorithm (``fstext/determinize-lattice-inl.h``):
-subset construction on the word labels (``olabel`` of a raw lattice,
-epsilon = 0) in the semiring of (LatticeWeight, string of transition-ids),
-subsets of (input state, residual string, residual weight) with one element
-per state (the best: weight order of ``LatticeWeight`` -- graph + acoustic,
-then graph -- then the string as a tie-break), epsilon closure, normalization
-(the subset's best weight and the common prefix of its strings go on the
-output arc), ``ConvertToMinimal`` (only states with word arcs or a final
-weight are kept in a subset), final weight = best over the subset's final
-elements; then the output is pruned at ``beam`` the same way and connected.
+What the C code does (Kaldi's algorithm; details in ``latdet.c``):
 
-Differences from Kaldi: Kaldi prunes during determinization (priority
-queue on forward + backward cost) and, in latgen-faster, first determinizes
-on phones (``DeterminizeLatticePhonePrunedWrapper``); the word sequences kept
-within the beam, their costs and best alignments are the same, but state
-numbering and the set of (beyond-beam) extras can differ; subsets are
-matched with weights rounded to 1e-4 (Kaldi: ``kDelta`` approximate
-equality); arithmetic on weights is done in double and rounded to float32
-on output (Kaldi sums in float); no max-mem / max-states limits.
+* subset construction on words in the semiring (LatticeWeight, string of
+  transition-ids), pruned DURING determinization: backward costs of the
+  input, a priority queue of (output state, word) transitions ordered by
+  forward + backward cost, nothing above best + ``beam`` is ever expanded;
+  in addition (not in Kaldi; same output within the beam) subset elements
+  whose own forward + backward cost is above the cutoff are dropped;
+* with a transition model (``trans_model``: a
+  :class:`~kbind.hmm.transition_model.TransitionModel`, or a ``tid ->
+  phone-started`` array, see :func:`phone_start_map`) and
+  ``phone_determinize=True``, a first pass determinizes on words + phones
+  (a phone symbol inserted where a transition-id leaves HMM state 0 and is
+  not a self-loop), as ``DeterminizeLatticePhonePruned``; the second pass
+  then determinizes the (much smaller) result on words.  Without a
+  transition model only the word pass runs (same guarantees, the phone pass
+  only makes it cheaper);
+* limits (``max_mem`` bytes of determinizer memory, Kaldi's default 50e6;
+  ``max_states``, ``max_arcs``) stop a pass early; if its effective beam is
+  below ``beam * retry_cutoff`` (0.5) the pass input is pruned at
+  ``max(beam * sqrt(effective / beam), beam / 2)`` and the pass retried (10
+  attempts at most), exactly Kaldi's DeterminizeLatticePruned retry loop;
+  otherwise the partial (narrower-beam) output is kept.  The call never
+  aborts on a limit and memory stays bounded; ``return_info=True`` tells
+  what happened (:class:`DeterminizeInfo`);
+* arithmetic in double (output rounded to float32); subsets compared with
+  approximate weight equality ``delta`` (Kaldi: 1/1024 in float).
+
+The pure-Python implementation of the first version is kept as the slow
+reference (:func:`determinize_lattice_reference`,
+:func:`determinize_lattice_pruned_reference`): ``prune_lattice`` then
+Kaldi's unpruned ``LatticeDeterminizer`` (``fstext/determinize-lattice-inl.h``)
+then ``prune_lattice`` again.  It explodes in time and memory on realistic
+lattices; tests compare the two on small ones.
 """
 
 from __future__ import annotations
 
 import heapq
 import os
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -41,7 +58,9 @@ import numpy as np
 from ..io.lattice import CompactLattice, Lattice
 
 __all__ = ["prune_lattice", "determinize_lattice", "determinize_lattice_pruned",
-           "prune_compact_lattice", "lattice_forward_backward"]
+           "determinize_lattice_reference", "determinize_lattice_pruned_reference",
+           "phone_start_map", "DeterminizeInfo", "prune_compact_lattice",
+           "lattice_forward_backward"]
 
 _INF = float("inf")
 
@@ -193,11 +212,11 @@ def _better(g1, a1, s1, g2, a2, s2) -> bool:
     return s1 < s2
 
 
-def determinize_lattice(lat: Lattice, max_states: int = 0) -> CompactLattice:
-    """Lattice determinization (no pruning) of an acyclic ``Lattice`` whose
-    olabels are words and ilabels transition-ids: Kaldi's
-    ``DeterminizeLattice`` after ``Invert``. ``max_states`` > 0 bounds the
-    output size (ValueError beyond)."""
+def determinize_lattice_reference(lat: Lattice, max_states: int = 0) -> CompactLattice:
+    """Slow pure-Python reference: lattice determinization (no pruning) of
+    an acyclic ``Lattice`` whose olabels are words and ilabels
+    transition-ids: Kaldi's ``DeterminizeLattice`` after ``Invert``.
+    ``max_states`` > 0 bounds the output size (ValueError beyond)."""
     if lat.start < 0 or lat.num_states == 0:
         return CompactLattice(0, -1)
     order = _topo(lat)
@@ -340,12 +359,166 @@ def _topsort_compact(clat: CompactLattice) -> CompactLattice:
         [clat.arc_string(k) for k in arcs_sorted.tolist()])
 
 
-def determinize_lattice_pruned(lat: Lattice, beam: float,
-                               max_states: int = 0) -> CompactLattice:
-    """``DeterminizeLatticePruned(lat, beam)`` semantics (see the module
-    docstring): prune, determinize, prune, connect."""
+def determinize_lattice_pruned_reference(lat: Lattice, beam: float,
+                                         max_states: int = 0) -> CompactLattice:
+    """Slow pure-Python reference for ``DeterminizeLatticePruned(lat,
+    beam)``: prune, determinize (:func:`determinize_lattice_reference`),
+    prune, connect."""
     pruned = prune_lattice(lat, beam)
     if pruned.num_states == 0:
         return CompactLattice(0, -1)
-    clat = determinize_lattice(pruned, max_states=max_states)
+    clat = determinize_lattice_reference(pruned, max_states=max_states)
     return prune_lattice(clat, beam)
+
+
+# --------------------------------------------------------------------------
+# the C determinizer (cbridge/latdet.c)
+
+@dataclass
+class DeterminizeInfo:
+    """What :func:`determinize_lattice_pruned` did."""
+    complete: bool          # every pass reached the requested beam (no limit hit)
+    retries: int            # Kaldi-style retries at a narrower beam (all passes)
+    beam_used: float        # narrowest beam of a kept pass (== beam when no retry)
+    effective_beam: float   # smallest effective beam reached (== beam if complete)
+    raw_arcs: int           # arcs of the connected input lattice (after phone insertion)
+    phone_states: int       # states / arcs of the phone-pass output (0: no phone pass)
+    phone_arcs: int
+    states_created: int     # determinized states created, all passes and attempts
+    num_states: int         # output size
+    num_arcs: int
+
+
+def phone_start_map(trans_model) -> Optional[np.ndarray]:
+    """int32 array ``m[tid]`` = the phone that transition-id ``tid`` starts
+    (Kaldi's phone insertion rule: ``TransitionIdToHmmState(tid) == 0`` and
+    not a self-loop), 0 otherwise; ``m[0] = 0``. ``trans_model``: a
+    TransitionModel (anything with ``tid2phone``, ``tid2hmm_state``,
+    ``tid_is_self_loop``), or such an array already (returned as int32), or
+    None (-> None)."""
+    if trans_model is None:
+        return None
+    if all(hasattr(trans_model, a) for a in ("tid2phone", "tid2hmm_state", "tid_is_self_loop")):
+        ph = np.asarray(trans_model.tid2phone).astype(np.int64)
+        hs = np.asarray(trans_model.tid2hmm_state)
+        loop = np.asarray(trans_model.tid_is_self_loop).astype(bool)
+        m = np.where((hs == 0) & ~loop & (ph > 0), ph, 0).astype(np.int32)
+    else:
+        arr = np.asarray(trans_model)
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError("trans_model must be a TransitionModel or a 1-D integer "
+                            "tid -> phone-start array")
+        m = arr.astype(np.int32)
+    if m.size == 0:
+        raise ValueError("phone-start map must have an entry for transition-id 0")
+    if (m < 0).any():
+        raise ValueError("phone-start map has negative entries")
+    m = m.copy()
+    m[0] = 0
+    return m
+
+
+def _native_determinize(lat, beam: float, phone_map: Optional[np.ndarray], delta: float,
+                        max_mem: int, max_states: int, max_arcs: int,
+                        retry_cutoff: float) -> Tuple[CompactLattice, DeterminizeInfo]:
+    import torch
+
+    from .. import _native
+
+    if isinstance(lat, CompactLattice):
+        lat = lat.to_lattice()
+    if not isinstance(lat, Lattice):
+        raise TypeError(f"expected a Lattice, got {type(lat).__name__}")
+    ns, na = int(lat.num_states), int(len(lat.arc_dst))
+    start = int(lat.start) if ns else -1
+
+    def t(a, dt):
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=dt))
+
+    fin = t(lat.final.reshape(ns, 2), np.float32)
+    off = t(lat.state_offsets, np.int64)
+    dst, il, ol = t(lat.arc_dst, np.int32), t(lat.arc_ilabel, np.int32), t(lat.arc_olabel, np.int32)
+    w = t(lat.arc_weight.reshape(na, 2), np.float32)
+    pm = None if phone_map is None else t(phone_map, np.int32)
+    num_tids = 0 if pm is None else int(pm.numel()) - 1
+    res = torch.zeros(1, dtype=torch.int64)
+    sizes = torch.zeros(8, dtype=torch.int64)
+    stats = torch.zeros(4, dtype=torch.float64)
+    try:
+        _native.call("kb_latdet_pruned", ns, na, start, _native.ptr(fin), _native.ptr(off),
+                     _native.ptr(dst), _native.ptr(il), _native.ptr(ol), _native.ptr(w),
+                     _native.ptr(pm), num_tids, float(beam), float(delta), int(max_mem),
+                     int(max_states), int(max_arcs), float(retry_cutoff), _native.ptr(res),
+                     _native.ptr(sizes), _native.ptr(stats))
+    except _native.NativeError as e:
+        if "out of memory" in str(e):
+            raise MemoryError(f"lattice determinization: {e}") from None
+        raise ValueError(f"lattice determinization: {e}") from None
+    h = int(res[0])
+    try:
+        n_s, n_a, fsl, asl = (int(v) for v in sizes[:4])
+        final = torch.empty((max(n_s, 1), 2), dtype=torch.float32)
+        fs_off = torch.empty(n_s + 1, dtype=torch.int64)
+        fs_data = torch.empty(max(fsl, 1), dtype=torch.int32)
+        src = torch.empty(max(n_a, 1), dtype=torch.int32)
+        adst = torch.empty(max(n_a, 1), dtype=torch.int32)
+        lab = torch.empty(max(n_a, 1), dtype=torch.int32)
+        aw = torch.empty((max(n_a, 1), 2), dtype=torch.float32)
+        as_off = torch.empty(n_a + 1, dtype=torch.int64)
+        as_data = torch.empty(max(asl, 1), dtype=torch.int32)
+        _native.call("kb_latdet_result_copy", h, _native.ptr(final), _native.ptr(fs_off),
+                     _native.ptr(fs_data), _native.ptr(src), _native.ptr(adst),
+                     _native.ptr(lab), _native.ptr(aw), _native.ptr(as_off),
+                     _native.ptr(as_data))
+    finally:
+        _native.call("kb_latdet_result_free", h)
+    info = DeterminizeInfo(
+        complete=bool(sizes[4]), retries=int(sizes[5]), beam_used=float(stats[0]),
+        effective_beam=float(stats[1]), raw_arcs=int(sizes[6]), phone_states=int(stats[2]),
+        phone_arcs=int(stats[3]), states_created=int(sizes[7]), num_states=n_s, num_arcs=n_a)
+    if n_s == 0:
+        return CompactLattice(0, -1), info
+    labn = lab[:n_a].numpy()
+    # arcs come grouped by source: the constructor keeps their order, so the
+    # CSR strings from C can be installed as they are
+    clat = CompactLattice(n_s, 0, final[:n_s].numpy(), None, src[:n_a].numpy(),
+                          adst[:n_a].numpy(), labn, labn, aw[:n_a].numpy(), None)
+    clat.final_string_offsets = fs_off.numpy().copy()
+    clat.final_string_data = fs_data[:fsl].numpy().copy()
+    clat.arc_string_offsets = as_off.numpy().copy()
+    clat.arc_string_data = as_data[:asl].numpy().copy()
+    return clat, info
+
+
+def determinize_lattice_pruned(lat: Lattice, beam: float, max_states: int = 0,
+                               max_arcs: int = 0, phone_determinize: bool = True,
+                               trans_model=None, *, max_mem: int = 50_000_000,
+                               delta: float = 1e-5, retry_cutoff: float = 0.5,
+                               return_info: bool = False):
+    """Kaldi's ``DeterminizeLatticePhonePrunedWrapper(trans_model, lat, beam)``
+    in C (see the module docstring). ``lat``: a raw state-level Lattice
+    (olabel = word, ilabel = transition-id; a CompactLattice is converted
+    first), costs as they are (prune with scaled acoustic costs, as the
+    decoder does). Phone pass when ``phone_determinize`` and ``trans_model``
+    (TransitionModel or :func:`phone_start_map` array) are given.
+    ``max_states`` / ``max_arcs`` / ``max_mem`` (<= 0: no limit) stop a pass
+    early, with Kaldi's retry at a narrower beam. Returns the CompactLattice
+    (start 0, topologically sorted, arcs sorted by word), or ``(clat,
+    DeterminizeInfo)`` with ``return_info=True``. ValueError on a malformed
+    or cyclic lattice, MemoryError when an allocation fails."""
+    if not beam > 0:
+        raise ValueError("beam must be > 0")
+    pm = phone_start_map(trans_model) if phone_determinize else None
+    clat, info = _native_determinize(lat, beam, pm, delta, max_mem, max_states, max_arcs,
+                                     retry_cutoff)
+    return (clat, info) if return_info else clat
+
+
+def determinize_lattice(lat: Lattice, max_states: int = 0) -> CompactLattice:
+    """Lattice determinization without pruning (Kaldi's ``DeterminizeLattice``
+    after ``Invert``), in C: the word pass with an infinite beam.
+    ``max_states`` > 0 bounds the output size (ValueError beyond)."""
+    clat, info = _native_determinize(lat, float("inf"), None, 1e-5, 0, max_states, 0, 0.5)
+    if not info.complete:
+        raise ValueError(f"determinization exceeded {max_states} states")
+    return clat
