@@ -37,7 +37,7 @@ install: .stamp-apt .stamp-build
 	touch $@
 
 run: install
-	$(PY) scripts/demo_io.py
+	$(PY) egs/digits/run.py
 
 test: install
 	$(PY) -m pytest -q
