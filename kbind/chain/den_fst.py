@@ -3,19 +3,23 @@ and the HMM graph-building pieces it shares with supervision creation.
 
 What is here (Kaldi source it follows in brackets):
 
-* :class:`VFst` -- a small mutable tropical FST (lists of arcs per state) used by
-  the algorithms below; converts to/from :class:`kbind.io.fst.Fst` and
-  ``kaldifst.StdVectorFst``.
 * context expansion with an on-demand inverse context FST
   [``InverseContextFst`` + ``ComposeDeterministicOnDemandInverse``,
   ``AddSubsequentialLoop``];
-* the H transducer [``GetHmmAsFst``, ``GetHTransducer``, ``MakeLoopFst``];
-* self-loop insertion with ``reorder=true`` [``AddSelfLoops``,
-  ``MakePrecedingInputSymbolsSameClass``];
-* ``RemoveEpsLocal``, OpenFst ``Connect``, ``PushSpecial`` (push-special.cc);
 * ``MinimizeAcceptorNoPush``, the den-graph minimization wrapper,
   ``SortOnTransitionCount`` and ``CreateDenominatorFst`` (chain-den-graph.cc);
-* the initial probabilities and ``GetNormalizationFst`` of ``DenominatorGraph``.
+* the initial probabilities and ``GetNormalizationFst`` of ``DenominatorGraph``;
+* OpenFst ``ArcSort`` with libstdc++'s ``std::sort`` (:func:`std_sort`),
+  ``StateSort``, ``Project``, Kaldi's ``SortBreadthFirstSearch``,
+  ``MakeLinearAcceptor``, ``MapFstToPdfIdsPlusOne``.
+
+Shared with :mod:`kbind.hmm.graph_compiler` and implemented once in
+:mod:`kbind.fstext` (re-exported here under the same names): :class:`VFst`
+(the small mutable tropical FST all of these work on), OpenFst ``Connect``,
+``ApplyProbabilityScale``, ``RemoveEpsLocal``, ``PushSpecial``
+(push-special.cc), the H transducer [``GetHmmAsFsa``, ``GetHTransducer``,
+``MakeLoopFst``] and self-loop insertion with ``reorder=true``
+[``AddSelfLoops``, ``MakePrecedingInputSymbolsSameClass``].
 
 OpenFst operations that ``kaldifst`` provides are used through it (so the state
 numbering and arc order are OpenFst's own): ``TableCompose`` (``kaldifst.compose``),
@@ -39,6 +43,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from kbind.io.fst import Fst
+from kbind.fstext import (INF, K_DELTA, VFst, _divide, _f32, _times,  # noqa: F401
+                           apply_probability_scale, connect, make_loop_fst,
+                           remove_eps_local)
+from kbind import fstext as _fx
 
 __all__ = [
     "make_den_fst", "normalization_fst", "den_graph_initial_probs", "VFst",
@@ -47,103 +55,8 @@ __all__ = [
     "K_DELTA", "std_sort", "arc_sort_ilabel",
 ]
 
-INF = float("inf")
-K_DELTA = float(np.float32(1.0) / np.float32(1024.0))  # fst::kDelta
 _NO_LABEL = -1
 _NO_PDF = -1
-
-
-def _f32(x) -> float:
-    return float(np.float32(x))
-
-
-def _times(a: float, b: float) -> float:
-    """Tropical Times (float32 addition)."""
-    return float(np.float32(a) + np.float32(b))
-
-
-def _divide(a: float, b: float) -> float:
-    """Tropical Divide(a, b) = a - b (float32); Zero stays Zero."""
-    if a == INF:
-        return INF
-    return float(np.float32(a) - np.float32(b))
-
-
-# ---------------------------------------------------------------------------------------
-# A small mutable FST
-# ---------------------------------------------------------------------------------------
-
-class VFst:
-    """Mutable tropical FST: ``arcs[s]`` is a list of ``[ilabel, olabel, weight,
-    nextstate]`` (weights are float32 costs held as Python floats, +inf = Zero),
-    ``final[s]`` the final cost (+inf = not final), ``start`` (-1 = empty)."""
-
-    __slots__ = ("start", "final", "arcs")
-
-    def __init__(self):
-        self.start = -1
-        self.final: List[float] = []
-        self.arcs: List[List[list]] = []
-
-    # -- construction ----------------------------------------------------------
-    def add_state(self) -> int:
-        self.final.append(INF)
-        self.arcs.append([])
-        return len(self.final) - 1
-
-    def add_arc(self, s: int, ilabel: int, olabel: int, weight: float, nextstate: int) -> None:
-        self.arcs[s].append([int(ilabel), int(olabel), float(weight), int(nextstate)])
-
-    @property
-    def num_states(self) -> int:
-        return len(self.final)
-
-    def num_arcs(self) -> int:
-        return sum(len(a) for a in self.arcs)
-
-    def copy(self) -> "VFst":
-        out = VFst()
-        out.start = self.start
-        out.final = list(self.final)
-        out.arcs = [[list(a) for a in arcs] for arcs in self.arcs]
-        return out
-
-    # -- conversions ------------------------------------------------------------
-    @classmethod
-    def from_fst(cls, fst: Fst) -> "VFst":
-        out = cls()
-        out.start = int(fst.start)
-        out.final = [float(x) for x in fst.final.tolist()]
-        il = fst.arc_ilabel.tolist()
-        ol = fst.arc_olabel.tolist()
-        w = fst.arc_weight.tolist()
-        d = fst.arc_dst.tolist()
-        offs = fst.state_offsets.tolist()
-        out.arcs = [[[il[k], ol[k], w[k], d[k]] for k in range(offs[s], offs[s + 1])]
-                    for s in range(fst.num_states)]
-        return out
-
-    def to_fst(self) -> Fst:
-        src, dst, il, ol, w = [], [], [], [], []
-        for s, arcs in enumerate(self.arcs):
-            for a in arcs:
-                src.append(s)
-                il.append(a[0])
-                ol.append(a[1])
-                w.append(a[2])
-                dst.append(a[3])
-        n = self.num_states
-        return Fst(n, self.start if n else -1, np.asarray(self.final, dtype=np.float32),
-                   np.asarray(src, dtype=np.int32), np.asarray(dst, dtype=np.int32),
-                   np.asarray(il, dtype=np.int32), np.asarray(ol, dtype=np.int32),
-                   np.asarray(w, dtype=np.float32))
-
-    def to_kaldifst(self):
-        return self.to_fst().to_kaldifst()
-
-    @classmethod
-    def from_kaldifst(cls, kfst) -> "VFst":
-        return cls.from_fst(Fst.from_kaldifst(kfst))
 
 
 def _kf_from(vf: VFst):
@@ -257,53 +170,6 @@ def arc_sort_ilabel(fst: VFst) -> None:
 # Basic operations
 # ---------------------------------------------------------------------------------------
 
-def connect(fst: VFst) -> VFst:
-    """OpenFst ``Connect``: remove states that are not accessible from the start
-    or cannot reach a final state; survivors keep their relative order."""
-    n = fst.num_states
-    if fst.start < 0 or n == 0:
-        return VFst()
-    access = [False] * n
-    access[fst.start] = True
-    stack = [fst.start]
-    while stack:
-        s = stack.pop()
-        for a in fst.arcs[s]:
-            t = a[3]
-            if not access[t]:
-                access[t] = True
-                stack.append(t)
-    rev: List[List[int]] = [[] for _ in range(n)]
-    for s in range(n):
-        for a in fst.arcs[s]:
-            rev[a[3]].append(s)
-    coacc = [f != INF for f in fst.final]
-    stack = [s for s in range(n) if coacc[s]]
-    while stack:
-        t = stack.pop()
-        for s in rev[t]:
-            if not coacc[s]:
-                coacc[s] = True
-                stack.append(s)
-    keep = [access[s] and coacc[s] for s in range(n)]
-    if not keep[fst.start]:
-        return VFst()
-    new_id = [-1] * n
-    k = 0
-    for s in range(n):
-        if keep[s]:
-            new_id[s] = k
-            k += 1
-    out = VFst()
-    for s in range(n):
-        if keep[s]:
-            out.final.append(fst.final[s])
-            out.arcs.append([[a[0], a[1], a[2], new_id[a[3]]] for a in fst.arcs[s]
-                             if keep[a[3]]])
-    out.start = new_id[fst.start]
-    return out
-
-
 def project(fst: VFst, input_side: bool = True) -> None:
     """OpenFst ``Project`` (in place)."""
     for arcs in fst.arcs:
@@ -312,16 +178,6 @@ def project(fst: VFst, input_side: bool = True) -> None:
                 a[1] = a[0]
             else:
                 a[0] = a[1]
-
-
-def apply_probability_scale(scale: float, fst: VFst) -> None:
-    """Kaldi ``ApplyProbabilityScale``: multiply arc and final costs by ``scale``."""
-    sc = np.float32(scale)
-    for s in range(fst.num_states):
-        for a in fst.arcs[s]:
-            a[2] = float(np.float32(a[2]) * sc)
-        if fst.final[s] != INF:
-            fst.final[s] = float(np.float32(fst.final[s]) * sc)
 
 
 def sort_breadth_first(fst: VFst) -> VFst:
@@ -529,403 +385,32 @@ def compose_inverse_context(phone_fst: VFst, phones: Sequence[int], context_widt
 
 
 # ---------------------------------------------------------------------------------------
-# H transducer
+# Shared with kbind.hmm.graph_compiler: implemented once in kbind.fstext
 # ---------------------------------------------------------------------------------------
 
 def _get_hmm_as_fst(phone_window, tree, trans_model, transition_scale: float, cache):
-    N, P = tree.context_width, tree.central_position
-    if len(phone_window) != N:
-        raise ValueError("context size mismatch")
-    phone = int(phone_window[P])
-    if phone == 0:
-        raise ValueError("phone == 0 in phone window")
-    topo = trans_model.topo
-    entry = topo.topology_for_phone(phone)
-    pdfs = []
-    for c in range(topo.num_pdf_classes(phone)):
-        pdf = tree.compute(list(phone_window), c)
-        if pdf is None:
-            raise ValueError(f"tree could not map window {phone_window} pdf-class {c}")
-        pdfs.append(int(pdf))
-    key = (phone, tuple(pdfs))
-    if key in cache:
-        return cache[key]
-    f = VFst()
-    ids = [f.add_state() for _ in range(len(entry))]
-    f.start = ids[0]
-    f.final[ids[-1]] = 0.0
-    for h, st in enumerate(entry):
-        fpc, spc = st.forward_pdf_class, st.self_loop_pdf_class
-        if fpc == _NO_PDF:
-            fpdf = spdf = _NO_PDF
-        else:
-            fpdf, spdf = pdfs[fpc], pdfs[spc]
-        for idx, (dest, prob) in enumerate(st.transitions):
-            if dest == h:
-                continue  # self-loops are added later
-            if fpc == _NO_PDF:
-                log_prob = float(np.log(np.float32(prob)))
-                label = 0
-            else:
-                ts = trans_model.tuple_to_transition_state(phone, h, fpdf, spdf)
-                tid = trans_model.pair_to_transition_id(ts, idx)
-                log_prob = trans_model.get_transition_log_prob_ignoring_self_loops(tid)
-                label = tid
-            f.add_arc(ids[h], label, label, float(-np.float32(log_prob)), ids[dest])
-    f = remove_eps_local(f)
-    apply_probability_scale(transition_scale, f)
-    cache[key] = f
-    return f
-
-
-def _is_initial_acyclic(f: VFst) -> bool:
-    return not any(a[3] == f.start for arcs in f.arcs for a in arcs)
-
-
-def make_loop_fst(fsts: Sequence[Optional[VFst]]) -> VFst:
-    """Kaldi ``MakeLoopFst``: state 0 is start and final; for each label i the
-    acceptor ``fsts[i]`` is attached with olabel i (``None`` entries skipped,
-    repeated objects share their arcs)."""
-    ans = VFst()
-    loop = ans.add_state()
-    ans.start = loop
-    ans.final[loop] = 0.0
-    cache: Dict[int, list] = {}
-    for i, f in enumerate(fsts):
-        if f is None:
-            continue
-        if id(f) in cache:
-            arc = list(cache[id(f)])
-            arc[1] = i
-            ans.arcs[0].append(arc)
-            continue
-        if any(a[0] != a[1] for arcs in f.arcs for a in arcs):
-            raise ValueError("MakeLoopFst expects acceptors")
-        if f.start < 0:
-            continue
-        st = f.start
-        share = (_is_initial_acyclic(f) and len(f.arcs[st]) == 1 and f.final[st] == INF)
-        state_map = []
-        for s in range(f.num_states):
-            state_map.append(loop if (s == st and share) else ans.add_state())
-        if not share:
-            arc = [0, i, 0.0, state_map[st]]
-            cache[id(f)] = arc
-            ans.arcs[0].append(list(arc))
-        for s in range(f.num_states):
-            for a in f.arcs[s]:
-                olabel = i if (s == st and share) else 0
-                newarc = [a[0], olabel, a[2], state_map[a[3]]]
-                ans.arcs[state_map[s]].append(newarc)
-                if s == st and share:
-                    cache[id(f)] = list(newarc)
-            if f.final[s] != INF:
-                ans.arcs[state_map[s]].append([0, 0, f.final[s], loop])
-    return ans
+    return _fx.get_hmm_as_fst(phone_window, tree, trans_model, transition_scale, cache)
 
 
 def get_h_transducer(ilabel_info: Sequence[Tuple[int, ...]], tree, trans_model,
                      transition_scale: float = 1.0) -> VFst:
-    """Kaldi ``GetHTransducer`` (no disambiguation symbols): input
-    transition-ids (without self-loops), output indexes into ``ilabel_info``."""
-    if not ilabel_info or len(ilabel_info[0]) != 0:
-        raise ValueError("ilabel_info[0] must be the empty (epsilon) window")
-    cache: dict = {}
-    fsts: List[Optional[VFst]] = [None] * len(ilabel_info)
-    for j in range(1, len(ilabel_info)):
-        win = ilabel_info[j]
-        if len(win) == 1 and win[0] <= 0:
-            raise NotImplementedError("disambiguation symbols are not supported")
-        fsts[j] = _get_hmm_as_fst(win, tree, trans_model, transition_scale, cache)
-    return make_loop_fst(fsts)
-
-
-# ---------------------------------------------------------------------------------------
-# AddSelfLoops (reorder = true)
-# ---------------------------------------------------------------------------------------
-
-def _make_preceding_input_symbols_same_class(fst: VFst, f) -> None:
-    """Kaldi ``MakePrecedingInputSymbolsSameClass(start_is_epsilon=true, ...)``."""
-    no_class = f(_NO_LABEL)
-    eps_class = f(0)
-    if fst.start < 0:
-        return
-    classes: Dict[int, int] = {fst.start: eps_class}
-    bad = set()
-    for s in range(fst.num_states):
-        for a in fst.arcs[s]:
-            c = classes.get(a[3], no_class)
-            fc = f(a[0])
-            if c == no_class:
-                classes[a[3]] = fc
-            elif c != fc:
-                bad.add(a[3])
-    if not bad:
-        return
-    to_change = [(s, k) for s in range(fst.num_states)
-                 for k, a in enumerate(fst.arcs[s]) if a[0] != 0 and a[3] in bad]
-    state_map: Dict[Tuple[int, int], int] = {}
-    for s, k in to_change:
-        a = fst.arcs[s][k]
-        p = (a[3], f(a[0]))
-        if p not in state_map:
-            ns = fst.add_state()
-            state_map[p] = ns
-            fst.add_arc(ns, 0, 0, 0.0, a[3])
-        a[3] = state_map[p]
+    """Kaldi ``GetHTransducer`` (:func:`kbind.fstext.get_h_transducer`):
+    input transition-ids (without self-loops), output indexes into
+    ``ilabel_info``."""
+    return _fx.get_h_transducer(ilabel_info, tree, trans_model, transition_scale)
 
 
 def add_self_loops(trans_model, fst: VFst, self_loop_scale: float, reorder: bool = True,
                    check_no_self_loops: bool = True) -> None:
-    """Kaldi ``AddSelfLoops`` with ``reorder=true`` (in place; no
-    disambiguation symbols)."""
-    if not reorder:
-        raise NotImplementedError("chain models need reorder=true")
-    if fst.start < 0:
-        raise ValueError("empty FST")
-    ntid = trans_model.num_transition_ids
-    tid2state = trans_model.tid2state
-    is_loop = trans_model.tid_is_self_loop
+    """Kaldi ``AddSelfLoops`` with ``reorder=true`` (in place;
+    :func:`kbind.fstext.add_self_loops`)."""
+    _fx.add_self_loops(trans_model, fst, self_loop_scale, reorder=reorder,
+                       check_no_self_loops=check_no_self_loops)
 
-    def f(label: int) -> int:
-        if label == _NO_LABEL:
-            return -1
-        if 1 <= label <= ntid:
-            if check_no_self_loops and is_loop[label]:
-                raise ValueError("AddSelfLoops: graph already has self-loops.")
-            return int(tid2state[label])
-        if label != 0:
-            raise ValueError(f"invalid label {label} (disambiguation symbols unsupported)")
-        return 0
-
-    _make_preceding_input_symbols_same_class(fst, f)
-    state_in = [-1] * fst.num_states
-    for s in range(fst.num_states):
-        for a in fst.arcs[s]:
-            ts = f(a[0])
-            if state_in[a[3]] == -1:
-                state_in[a[3]] = ts
-            elif state_in[a[3]] != ts:
-                raise AssertionError("MakePrecedingInputSymbolsSame failed")
-    if state_in[fst.start] not in (-1, 0):
-        raise AssertionError("MakePrecedingInputSymbolsSame failed")
-    scale = np.float32(self_loop_scale)
-    for s in range(len(state_in)):
-        ts = state_in[s]
-        if ts > 0:
-            log_prob = np.float32(trans_model.get_non_self_loop_log_prob(ts))
-            w = float(-log_prob * scale)
-            fst.final[s] = _times(fst.final[s], w)
-            for a in fst.arcs[s]:
-                a[2] = _times(a[2], w)
-            tid = trans_model.self_loop_of(ts)
-            if tid != 0:
-                lp = np.float32(trans_model.get_transition_log_prob(tid))
-                fst.add_arc(s, tid, 0, float(-lp * scale), s)
-
-
-# ---------------------------------------------------------------------------------------
-# RemoveEpsLocal
-# ---------------------------------------------------------------------------------------
-
-def remove_eps_local(fst: VFst) -> VFst:
-    """Kaldi ``RemoveEpsLocal`` (tropical; returns the connected result)."""
-    if fst.start < 0:
-        return fst
-    fst = fst.copy()
-    nc = fst.add_state()  # non_coacc_state_
-    n = fst.num_states
-    n_in = [0] * n
-    n_out = [0] * n
-    n_in[fst.start] += 1
-    for s in range(n):
-        if fst.final[s] != INF:
-            n_out[s] += 1
-        for a in fst.arcs[s]:
-            n_in[a[3]] += 1
-            n_out[s] += 1
-
-    def can_combine(a, b):
-        if a[0] != 0 and b[0] != 0:
-            return None
-        if a[1] != 0 and b[1] != 0:
-            return None
-        return [a[0] if a[0] != 0 else b[0], a[1] if a[1] != 0 else b[1],
-                _times(a[2], b[2]), b[3]]
-
-    def reweight(s, pos, rw):
-        arc = fst.arcs[s][pos]
-        arc[2] = _times(arc[2], rw)
-        t = arc[3]
-        for b in fst.arcs[t]:
-            if b[3] != nc:
-                b[2] = _divide(b[2], rw)
-        if fst.final[t] != INF:
-            fst.final[t] = _divide(fst.final[t], rw)
-
-    def pattern1(s, pos, arc):
-        nxt = arc[3]
-        total_removed = INF
-        total_kept = INF
-        to_add = []
-        for b in fst.arcs[nxt]:
-            if b[3] == nc:
-                continue
-            comb = can_combine(arc, b)
-            if comb is not None:
-                total_removed = min(total_removed, b[2])
-                n_out[nxt] -= 1
-                n_in[b[3]] -= 1
-                b[3] = nc
-                to_add.append(comb)
-            else:
-                total_kept = min(total_kept, b[2])
-        nf = fst.final[nxt]
-        if nf != INF:
-            if arc[0] == 0 and arc[1] == 0:
-                new_final = _times(arc[2], nf)
-                total_removed = min(total_removed, nf)
-                if fst.final[s] == INF:
-                    n_out[s] += 1
-                fst.final[s] = min(fst.final[s], new_final)
-                n_out[nxt] -= 1
-                fst.final[nxt] = INF
-            else:
-                total_kept = min(total_kept, nf)
-        if total_removed != INF:
-            if total_kept == INF:
-                n_out[s] -= 1
-                n_in[arc[3]] -= 1
-                fst.arcs[s][pos][3] = nc
-            else:
-                total = min(total_removed, total_kept)
-                reweight(s, pos, _divide(total_kept, total))
-        for c in to_add:
-            n_out[s] += 1
-            n_in[c[3]] += 1
-            fst.arcs[s].append(c)
-
-    def pattern2(s, pos, arc):
-        nxt = arc[3]
-        can_delete_next = n_in[nxt] == 1
-        delete_arc = False
-        nf = fst.final[nxt]
-        if nf != INF:
-            if arc[0] == 0 and arc[1] == 0:
-                new_final = _times(arc[2], nf)
-                if fst.final[s] == INF:
-                    n_out[s] += 1
-                fst.final[s] = min(fst.final[s], new_final)
-                delete_arc = True
-                if can_delete_next:
-                    n_out[nxt] -= 1
-                    fst.final[nxt] = INF
-        else:
-            k = 0
-            while fst.arcs[nxt][k][3] == nc:
-                k += 1
-            b = fst.arcs[nxt][k]
-            comb = can_combine(arc, b)
-            if comb is not None:
-                delete_arc = True
-                if can_delete_next:
-                    n_out[nxt] -= 1
-                    n_in[b[3]] -= 1
-                    b[3] = nc
-                n_out[s] += 1
-                n_in[comb[3]] += 1
-                fst.arcs[s].append(comb)
-        if delete_arc:
-            n_out[s] -= 1
-            n_in[nxt] -= 1
-            fst.arcs[s][pos][3] = nc
-
-    for s in range(n):
-        pos = 0
-        while pos < len(fst.arcs[s]):
-            arc = list(fst.arcs[s][pos])
-            nxt = arc[3]
-            if nxt != nc and nxt != s:
-                if n_in[nxt] == 1 and n_out[nxt] > 1:
-                    pattern1(s, pos, arc)
-                elif n_out[nxt] == 1:
-                    pattern2(s, pos, arc)
-            pos += 1
-    return connect(fst)
-
-
-# ---------------------------------------------------------------------------------------
-# PushSpecial
-# ---------------------------------------------------------------------------------------
 
 def push_special(fst: VFst, delta: float) -> None:
-    """Kaldi ``PushSpecial`` (fstext/push-special.cc), in place: reweight so
-    that every state has the same total outgoing probability (arcs + final),
-    found by the power method on (P + 0.1 I) in double precision."""
-    n = fst.num_states
-    if n == 0:
-        return
-    init = fst.start
-    delta = float(np.float32(delta))
-    # pred lists in Kaldi's order: for s, its arcs then its final prob.
-    pred: List[List[Tuple[int, float]]] = [[] for _ in range(n)]
-    for s in range(n):
-        for a in fst.arcs[s]:
-            pred[a[3]].append((s, math.exp(-a[2])))
-        fin = math.exp(-fst.final[s]) if fst.final[s] != INF else 0.0
-        if fin != 0.0:
-            pred[init].append((s, fin))
-    ii, jj, pp = [], [], []
-    for i in range(n):
-        for j, p in pred[i]:
-            ii.append(i)
-            jj.append(j)
-            pp.append(p)
-    ii = np.asarray(ii, dtype=np.int64)
-    jj = np.asarray(jj, dtype=np.int64)
-    pp = np.asarray(pp, dtype=np.float64)
-    occ = np.full(n, 1.0 / math.sqrt(n), dtype=np.float64)
-    # for TestAccuracy: arcs in order, then the final term.
-    t_src, t_dst, t_p = [], [], []
-    for s in range(n):
-        for a in fst.arcs[s]:
-            t_src.append(s)
-            t_dst.append(a[3])
-            t_p.append(math.exp(-a[2]))
-    fin_p = [math.exp(-f) if f != INF else 0.0 for f in fst.final]
-
-    def test_accuracy(occ_l):
-        min_sum = max_sum = 0.0
-        k = 0
-        for s in range(n):
-            tot = 0.0
-            while k < len(t_src) and t_src[k] == s:
-                tot += t_p[k] * occ_l[t_dst[k]] / occ_l[s]
-                k += 1
-            tot += fin_p[s] * occ_l[init] / occ_l[s]
-            if s == 0:
-                min_sum = max_sum = tot
-            else:
-                min_sum = min(min_sum, tot)
-                max_sum = max(max_sum, tot)
-        return math.log(max_sum / min_sum)
-
-    for it in range(2000):
-        new_occ = 0.1 * occ
-        np.add.at(new_occ, jj, occ[ii] * pp)
-        sumsq = 0.0
-        for v in (new_occ * new_occ).tolist():
-            sumsq += v
-        lam = math.sqrt(sumsq)
-        occ = new_occ * (1.0 / lam)
-        if it % 5 == 0 and it > 0 and test_accuracy(occ.tolist()) <= delta:
-            break
-    pot = [-math.log(x) for x in occ.tolist()]
-    for s in range(n):
-        for a in fst.arcs[s]:
-            a[2] = _f32(a[2] + pot[a[3]] - pot[s])
-        if fst.final[s] != INF:
-            fst.final[s] = _times(fst.final[s], _f32(pot[init] - pot[s]))
+    """Kaldi ``PushSpecial`` in place (:func:`kbind.fstext.push_special`)."""
+    _fx.push_special(fst, delta)
 
 
 # ---------------------------------------------------------------------------------------

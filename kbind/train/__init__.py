@@ -1,0 +1,27 @@
+"""Pieces shared by kbind's trainers (``trainers/train_*.py``).
+
+* :mod:`kbind.train.schedule` -- Kaldi's learning-rate schedule
+  (``get_learning_rate``) and the iteration bookkeeping of ``train.py``;
+* :mod:`kbind.train.max_change` -- Kaldi's ``UpdateNnetWithMaxChange``
+  (per-component and global max-change), L2 as ``ApplyL2Regularization``,
+  and :class:`MaxChangeStep` that applies any torch optimizer's step under
+  those limits (NG-SGD will plug in here);
+* :mod:`kbind.train.checkpoint` -- atomic checkpoints with every RNG state,
+  for exact resumption;
+* :mod:`kbind.train.logging` -- Kaldi-style objective lines and a metrics
+  log (TensorBoard, or JSONL when TensorBoard is not installed).
+"""
+
+from .checkpoint import (atomic_save, capture_rng_state, latest_checkpoint, load_checkpoint,
+                         restore_rng_state, save_checkpoint)
+from .logging import MetricsWriter, ObjfAccumulator
+from .max_change import MaxChangeStats, MaxChangeStep, add_l2_to_grads, apply_max_change
+from .schedule import LearningRateSchedule, get_learning_rate
+
+__all__ = [
+    "get_learning_rate", "LearningRateSchedule",
+    "apply_max_change", "MaxChangeStats", "MaxChangeStep", "add_l2_to_grads",
+    "atomic_save", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
+    "capture_rng_state", "restore_rng_state",
+    "MetricsWriter", "ObjfAccumulator",
+]

@@ -1,0 +1,123 @@
+"""Atomic training checkpoints that resume *exactly*.
+
+A checkpoint is one ``torch.save`` dict written to ``<name>.tmp`` in the
+target folder, flushed and ``fsync``-ed, renamed over the target
+(``os.replace``, atomic on POSIX) and the folder ``fsync``-ed, so a crash
+leaves either the old or the new file, never a torn one.
+
+For a resumed run to continue exactly as if uninterrupted, a trainer stores
+everything that influences later steps: model (parameters *and* buffers such
+as batch-norm statistics), optimizer (momentum buffers), scheduler position,
+every random generator (Python's ``random``, NumPy's global generator,
+torch's CPU and CUDA generators, and any private ``random.Random`` objects
+such as the chain loss's out-of-range draw and the orthonormal-constraint
+draw) and the data position (epoch, minibatch index within the epoch; the
+minibatch plan is a pure function of the seed and the epoch).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+__all__ = ["atomic_save", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
+           "capture_rng_state", "restore_rng_state"]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_save(obj: Any, path) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (temp + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+    return path
+
+
+def capture_rng_state(**generators: random.Random) -> Dict[str, Any]:
+    """States of the global generators plus named ``random.Random`` objects."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "named": {k: g.getstate() for k, g in generators.items() if g is not None},
+    }
+    return state
+
+
+def restore_rng_state(state: Dict[str, Any], **generators: random.Random) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    named = state.get("named", {})
+    for k, g in generators.items():
+        if g is not None and k in named:
+            g.setstate(named[k])
+
+
+def save_checkpoint(path, *, model: torch.nn.Module, optimizer=None, scheduler=None,
+                    position: Optional[Dict[str, int]] = None, rng: Optional[Dict] = None,
+                    extra: Optional[Dict[str, Any]] = None) -> Path:
+    """Write a checkpoint (see the module doc for what a trainer must pass)."""
+    obj = {
+        "format": "kbind-checkpoint-1",
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": (scheduler.state_dict() if hasattr(scheduler, "state_dict")
+                      else scheduler),
+        "position": dict(position or {}),
+        "rng": rng if rng is not None else capture_rng_state(),
+        "extra": extra or {},
+    }
+    return atomic_save(obj, path)
+
+
+def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
+    obj = torch.load(str(path), map_location=map_location, weights_only=False)
+    if not isinstance(obj, dict) or obj.get("format") != "kbind-checkpoint-1":
+        raise ValueError(f"{path} is not a kbind checkpoint")
+    return obj
+
+
+def latest_checkpoint(folder, pattern: str = r"^ckpt-(\d+)\.pt$") -> Optional[Path]:
+    """The checkpoint with the highest number in ``folder`` (or None)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    best, best_n = None, -1
+    rx = re.compile(pattern)
+    for p in folder.iterdir():
+        m = rx.match(p.name)
+        if m and int(m.group(1)) > best_n:
+            best, best_n = p, int(m.group(1))
+    return best
