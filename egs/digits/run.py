@@ -15,9 +15,11 @@ skipped when their outputs exist, ``--force true`` redoes them):
  5  oracle     decode the test set with an oracle acoustic model (log-likelihoods that
                favour one path of each utterance's training graph) and score it: a WER near
                0 shows lexicon, graphs, decoder, lattices and scoring work end to end
- 6  chain_prep flat-start chain prep (steps/nnet3/chain/e2e/prepare_e2e.sh): full
-               left-biphone tree on data/lang_chain, 0.trans_mdl, training graphs, phone
-               LM from the transcripts, den.fst + normalization.fst (exp/chain/e2e_tree)
+ 6  chain_prep flat-start chain prep (steps/nnet3/chain/e2e/prepare_e2e.sh): tree on
+               data/lang_chain (monophone by default; --chain_prep.tree_type biphone for the
+               full left-biphone tree of Kaldi's flat-start recipes, slower to train here),
+               0.trans_mdl, training graphs, phone LM from the transcripts, den.fst +
+               normalization.fst (exp/chain/e2e_tree)
  7  chain_train TDNN-F LF-MMI from scratch on whole utterances (trainers/train_lfmmi.py,
                exp/chain/tdnnf_e2e; resumes from its last checkpoint if interrupted)
  8  chain_graph data/lang_chain_test (+ G.fst) and HCLG with self-loop-scale 1.0
