@@ -51,7 +51,7 @@ from kbind.config import parse_config, save_config  # noqa: E402
 from kbind.data import FbankOptions, DataDir  # noqa: E402
 from kbind.data.make_feats import make_features  # noqa: E402
 from kbind.decode import DecoderOptions, LatticeDecoder, estimate_arpa, arpa_to_g, make_hclg  # noqa: E402
-from kbind.decode.scoring import read_text, score_lattices  # noqa: E402
+from kbind.decode.scoring import read_text, score_decode_dir  # noqa: E402
 from kbind.hmm import ContextDependency, TransitionModel  # noqa: E402
 from kbind.hmm.graph_compiler import TrainingGraphCompiler  # noqa: E402
 from kbind.hmm.lang import Lang, prepare_lang  # noqa: E402
@@ -241,19 +241,11 @@ def stage_oracle(cfg: RunConfig) -> dict:
     frames = sum(len(x) for x in loglikes)
     lattices = {u: (r.compact_lattice if d.determinize else r.lattice.to_compact())
                 for u, r in zip(utts, results) if r is not None}
-    with write_table(f"ark:| gzip -c > {out}/lat.1.gz", kind="compact_lattice") as w:
-        for utt, lat in lattices.items():
-            w.write(utt, lat)
     words = {i: w for w, i in Lang.load(Path(cfg.data) / "lang_test").words.items()}
     refs = read_text(Path(cfg.data) / "test" / "text")
-    res = score_lattices(lattices, refs, words, lmwts=range(d.lmwt_min, d.lmwt_max + 1),
-                         wips=d.word_ins_penalty)
-    (out / "scoring").mkdir(exist_ok=True)
-    for (lmwt, wip), stats in sorted(res.table.items()):
-        (out / "scoring" / f"wer_{lmwt:g}_{wip:g}").write_text(
-            stats.kaldi_line() + "\n" + stats.ser_line() + "\n")
+    res = score_decode_dir(out, lattices, refs, words, lmwts=range(d.lmwt_min, d.lmwt_max + 1),
+                           wips=d.word_ins_penalty)
     best = res.best_wer_line()
-    (out / "best_wer").write_text(best + "\n")
     summary = {"utterances": len(utts), "failed": len(utts) - len(lattices),
                "decode_seconds": round(dt, 1), "frames": frames,
                "rtf": round(dt / (frames / 100.0), 4), "best_wer": best}

@@ -91,7 +91,6 @@ import logging
 import math
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np

@@ -26,7 +26,6 @@ rounded to float32 before being applied to the float32 features.
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Union
 

@@ -676,7 +676,7 @@ def validate_data_dir(path: PathLike, no_feats: bool = False, no_text: bool = Fa
     seg_v: Dict[str, object] = {}
     r_seg = c.read("segments")
     if r_seg is not None:
-        seg_v = c.check_values("segments", _p_segment)
+        c.check_values("segments", _p_segment)
         c.same_keys("utt2spk", utts, "segments", r_seg[1], "utterance")
         reco_lines: Dict[str, int] = {}
         for l in r_seg[0]:

@@ -85,7 +85,6 @@ skipped if 0).  If ``use_energy`` the log-energy replaces ``c_0``.  With
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field

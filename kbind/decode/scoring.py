@@ -29,6 +29,7 @@ import numpy as np
 __all__ = [
     "WerStats", "compute_wer", "read_text", "write_text", "per_utt_details",
     "add_word_insertion_penalty", "lattice_one_best", "score_lattices", "SweepResult",
+    "score_decode_dir",
 ]
 
 
@@ -222,3 +223,24 @@ def score_lattices(lattices: Mapping[str, object], refs: Mapping[str, Sequence],
         raise ValueError("no (lmwt, wip) pairs to score")
     best = min(table, key=lambda k: (table[k].errors, k[1], k[0]))
     return SweepResult(table, best, hyps_all)
+
+
+def score_decode_dir(out_dir, lattices: Mapping[str, object], refs: Mapping[str, Sequence],
+                     words: Mapping[int, str], lmwts: Iterable[float] = range(7, 18),
+                     wips: Iterable[float] = (0.0, 0.5, 1.0)) -> SweepResult:
+    """Write a Kaldi-style decode dir and score it: ``lat.1.gz`` (compact
+    lattices), ``scoring/wer_<lmwt>_<wip>`` and ``best_wer``, as
+    ``steps/decode.sh`` + ``score.sh`` leave them."""
+    from ..io import write_table
+
+    out = Path(out_dir)
+    (out / "scoring").mkdir(parents=True, exist_ok=True)
+    with write_table(f"ark:| gzip -c > {out}/lat.1.gz", kind="compact_lattice") as w:
+        for utt, lat in lattices.items():
+            w.write(utt, lat)
+    res = score_lattices(lattices, refs, words, lmwts=lmwts, wips=wips)
+    for (lmwt, wip), stats in sorted(res.table.items()):
+        (out / "scoring" / f"wer_{lmwt:g}_{wip:g}").write_text(
+            stats.kaldi_line() + "\n" + stats.ser_line() + "\n")
+    (out / "best_wer").write_text(res.best_wer_line() + "\n")
+    return res

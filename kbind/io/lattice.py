@@ -571,7 +571,7 @@ class CompactLattice(_LatBase):
 
     def to_bytes(self) -> bytes:
         out = [self._header("vector", self.ARC_TYPE, self._vector_props()).to_bytes()]
-        fin = self.final.tolist()
+        self.final.tolist()
         fo = self.final_string_offsets.tolist()
         fd = self.final_string_data
         offs = self.state_offsets.tolist()
@@ -579,7 +579,7 @@ class CompactLattice(_LatBase):
         w = self.arc_weight
         ao = self.arc_string_offsets.tolist()
         ad = self.arc_string_data
-        f32 = np.float32
+        np.float32
         for s in range(self.num_states):
             out.append(self.final[s].astype("<f4").tobytes())
             out.append(struct.pack("<i", fo[s + 1] - fo[s]))

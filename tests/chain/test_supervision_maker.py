@@ -137,7 +137,7 @@ def test_whole_utterance_fst_and_split(cases):
     assert total == proto.num_frames == (sum(d for _, d in ali) + 2) // 3
     assert np.all(sup.arc_weight == 0) and sup.start == 0
     # every label allowed at its frame
-    tm = c["tm"]
+    c["tm"]
     for k in range(sup.num_arcs):
         pdf = int(sup.arc_ilabel[k]) - 1
         phone = pdf // 2 + 1  # fixture topology: pdf = 2*(phone-1) + class

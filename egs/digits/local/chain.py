@@ -37,7 +37,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import numpy as np
 import torch
@@ -232,9 +232,8 @@ def decode_chain(model, data_dir, graph_dir, tree_dir, decode_dir, cfg: ChainDec
                  cmvn: str = "speaker") -> dict:
     """Decode one data dir and score it (see the module doc)."""
     from kbind.decode import DecoderOptions, LatticeDecoder
-    from kbind.decode.scoring import read_text, score_lattices
+    from kbind.decode.scoring import read_text, score_decode_dir
     from kbind.hmm import TransitionModel
-    from kbind.io import write_table
     from kbind.io.fst import Fst
 
     out = Path(decode_dir)
@@ -256,20 +255,12 @@ def decode_chain(model, data_dir, graph_dir, tree_dir, decode_dir, cfg: ChainDec
     # --post-decode-acwt: lattice-scale --acoustic-scale=10 on the (unscaled) lattices
     lattices = {u: r.compact_lattice.scale_lattice(1.0, cfg.post_decode_acwt)
                 for u, r in zip(utts, results) if r is not None}
-    with write_table(f"ark:| gzip -c > {out}/lat.1.gz", kind="compact_lattice") as w:
-        for utt, lat in lattices.items():
-            w.write(utt, lat)
     from kbind.hmm.lang import SymbolTable
     words = {i: w for w, i in SymbolTable.read(Path(graph_dir) / "words.txt").items()}
     refs = read_text(Path(data_dir) / "text")
-    res = score_lattices(lattices, refs, words, lmwts=range(cfg.lmwt_min, cfg.lmwt_max + 1),
-                         wips=cfg.word_ins_penalty)
-    (out / "scoring").mkdir(exist_ok=True)
-    for (lmwt, wip), stats in sorted(res.table.items()):
-        (out / "scoring" / f"wer_{lmwt:g}_{wip:g}").write_text(
-            stats.kaldi_line() + "\n" + stats.ser_line() + "\n")
+    res = score_decode_dir(out, lattices, refs, words,
+                           lmwts=range(cfg.lmwt_min, cfg.lmwt_max + 1), wips=cfg.word_ins_penalty)
     best = res.best_wer_line()
-    (out / "best_wer").write_text(best + "\n")
     frames = sum(int(x.shape[0]) for x in loglikes.values()) * 3
     summary = {"utterances": len(utts), "failed": len(utts) - len(lattices),
                "nnet_seconds": round(t_nnet, 1), "decode_seconds": round(t_dec, 1),
