@@ -285,14 +285,24 @@ def compute_prob(model, loss_fn: ChainLoss, egs: ChainEgs, device,
     acc = ObjfAccumulator()
     was_training = model.training
     model.eval()
+    max_abs = 0.0
     with torch.no_grad():
         for batch in egs.batches(0):
             feats, sup, lengths = egs.collate(batch)
             out = model(feats.to(device))
+            max_abs = max(max_abs, float(out.output.detach().abs().max()))
             with _Threads(loss_threads):
                 loss_fn(out.output, sup, out.output_xent, lengths)
             acc.add(loss_fn.last_stats)
     model.train(was_training)
+    if acc.weight > 0 and acc.objf_per_frame > 0:
+        # As in Kaldi, the denominator clamps outputs to [-30, 30] and the
+        # numerator does not, so outputs beyond that range can make num - den
+        # positive; in test mode this points at batch-norm statistics that
+        # lag a fast-moving model.
+        log.warning("objective %.4f per frame is positive: nnet outputs reach |y| = %.1f, "
+                    "beyond the denominator's clamp of 30 (test-mode batchnorm lagging the "
+                    "model?)", acc.objf_per_frame, max_abs)
     return acc
 
 
