@@ -329,12 +329,15 @@ def add_subsequential_loop(subseq_symbol: int, fst: VFst) -> None:
 
 
 def compose_inverse_context(phone_fst: VFst, phones: Sequence[int], context_width: int,
-                            central_position: int, subsequential_symbol: Optional[int] = None
+                            central_position: int, subsequential_symbol: Optional[int] = None,
+                            keep_output_labels: bool = False
                             ) -> Tuple[VFst, List[Tuple[int, ...]]]:
     """Kaldi's context expansion as done in ``CreateDenominatorFst`` and
     ``ProtoSupervisionToSupervision``: optionally add the subsequential loop
     (right context), compose the inverse context FST on the left
     (``ComposeDeterministicOnDemandInverse``) and project on the input.
+    ``keep_output_labels``: skip the projections, so a phone-to-word
+    transducer keeps its words on the output side (flat-start training graphs).
 
     Returns ``(fst with context-dependent-phone labels, ilabel_info)``."""
     phones = list(phones)
@@ -343,7 +346,8 @@ def compose_inverse_context(phone_fst: VFst, phones: Sequence[int], context_widt
     right = phone_fst.copy()
     if central_position != context_width - 1:
         add_subsequential_loop(subsequential_symbol, right)
-        project(right, True)
+        if not keep_output_labels:
+            project(right, True)
     left = _InverseContextFst(subsequential_symbol, phones, context_width, central_position)
     out = VFst()
     if right.start < 0:
@@ -380,7 +384,8 @@ def compose_inverse_context(phone_fst: VFst, phones: Sequence[int], context_widt
             else:
                 # swapped: the context label is the output of the inverse FST.
                 out.add_arc(src, arc_l[1], arc_r[1], _times(arc_l[2], arc_r[2]), ns)
-    project(out, True)
+    if not keep_output_labels:
+        project(out, True)
     return out, left.ilabel_info
 
 
@@ -541,7 +546,6 @@ def normalization_fst(den_fst, initial_probs: Optional[np.ndarray] = None) -> Fs
     new start state that has an epsilon arc of cost -log(init(s)) to every
     state, all states final with cost 0, then ``RmEpsilon`` and arc-sorting
     on input labels."""
-    import kaldifst
     f = _to_fst_arg(den_fst)
     init = den_graph_initial_probs(f) if initial_probs is None else np.asarray(
         initial_probs, dtype=np.float32)

@@ -31,13 +31,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 
 from kbind.io.fst import Fst
 
 from .den_fst import (INF, VFst, _kf_from, _times, add_self_loops, compose_inverse_context,
                       connect, get_h_transducer, has_input_epsilons, make_linear_acceptor,
-                      map_fst_to_pdf_ids_plus_one, project, remove_eps_local, rm_epsilon,
+                      project, remove_eps_local, rm_epsilon,
                       sort_breadth_first)
 
 __all__ = [
@@ -511,45 +510,9 @@ def compile_training_graph(phone_graph, tree, trans_model, transition_scale: flo
 def _compose_context_keep_output(p2w: VFst, phones, tree):
     """Context expansion keeping the output (word) labels
     (``ComposeDeterministicOnDemandInverse`` without projection)."""
-    from .den_fst import _InverseContextFst, add_subsequential_loop
-    N, P = tree.context_width, tree.central_position
-    subseq = max(phones) + 1
-    right = p2w.copy()
-    if P != N - 1:
-        add_subsequential_loop(subseq, right)
-    left = _InverseContextFst(subseq, phones, N, P)
-    out = VFst()
-    state_map: Dict[Tuple[int, int], int] = {}
-    q: deque = deque()
-    sp = (0, right.start)
-    out.start = out.add_state()
-    state_map[sp] = out.start
-    q.append(sp)
-    while q:
-        ql, qr = pair = q.popleft()
-        src = state_map[pair]
-        fw = _times(left.final(ql), right.final[qr])
-        if fw != INF:
-            out.final[src] = fw
-        for ar in right.arcs[qr]:
-            if ar[0] == 0:
-                nl, al = ql, None
-            else:
-                al = left.get_arc(ql, ar[0])
-                if al is None:
-                    continue
-                nl = al[3]
-            npair = (nl, ar[3])
-            ns = state_map.get(npair)
-            if ns is None:
-                ns = out.add_state()
-                state_map[npair] = ns
-                q.append(npair)
-            if al is None:
-                out.add_arc(src, 0, ar[1], ar[2], ns)
-            else:
-                out.add_arc(src, al[1], ar[1], _times(al[2], ar[2]), ns)
-    return out, left.ilabel_info
+    from .den_fst import compose_inverse_context
+    return compose_inverse_context(p2w, phones, tree.context_width, tree.central_position,
+                                   keep_output_labels=True)
 
 
 def training_graph_to_e2e_fst(training_graph, trans_model) -> Fst:
