@@ -49,7 +49,7 @@ import numpy as np
 from kbind.io.fst import Fst
 
 __all__ = ["VFst", "INF", "K_DELTA", "connect", "apply_probability_scale",
-           "remove_eps_local", "push_special", "make_loop_fst", "get_hmm_as_fst",
+           "as_fst", "as_vfst", "remove_eps_local", "push_special", "make_loop_fst", "get_hmm_as_fst",
            "get_h_transducer", "add_self_loops"]
 
 INF = float("inf")
@@ -176,6 +176,30 @@ class VFst:
 # ---------------------------------------------------------------------------------------
 
 @_gc_paused
+def as_fst(x) -> Fst:
+    """An :class:`~kbind.io.fst.Fst` from an Fst, a VFst, a kaldifst FST or
+    a file name (an Fst is returned as is, not copied)."""
+    if isinstance(x, Fst):
+        return x
+    if isinstance(x, VFst):
+        return x.to_fst()
+    if hasattr(x, "write"):
+        return Fst.from_kaldifst(x)
+    return Fst.from_file(x)
+
+
+def as_vfst(x) -> VFst:
+    """A fresh :class:`VFst` (safe to modify) from the same inputs as
+    :func:`as_fst`."""
+    if isinstance(x, VFst):
+        return x.copy()
+    if isinstance(x, Fst):
+        return VFst.from_fst(x)
+    if hasattr(x, "write"):
+        return VFst.from_kaldifst(x)
+    return VFst.from_fst(Fst.from_file(x))
+
+
 def connect(fst: VFst) -> VFst:
     """OpenFst ``Connect``: remove states that are not accessible from the start
     or cannot reach a final state; survivors keep their relative order."""

@@ -47,6 +47,7 @@ from kbind.fstext import (INF, K_DELTA, VFst, _divide, _f32, _times,  # noqa: F4
                            apply_probability_scale, connect, make_loop_fst,
                            remove_eps_local)
 from kbind import fstext as _fx
+from kbind.fstext import as_fst
 
 __all__ = [
     "make_den_fst", "normalization_fst", "den_graph_initial_probs", "VFst",
@@ -477,23 +478,13 @@ def map_fst_to_pdf_ids_plus_one(trans_model, fst: VFst) -> None:
                 a[0] = a[1] = int(tid2pdf[a[0]]) + 1
 
 
-def _to_fst_arg(x) -> Fst:
-    if isinstance(x, Fst):
-        return x
-    if isinstance(x, VFst):
-        return x.to_fst()
-    if hasattr(x, "write"):
-        return Fst.from_kaldifst(x)
-    return Fst.from_file(x)
-
-
 def make_den_fst(tree, trans_model, phone_lm) -> Tuple[Fst, Fst]:
     """``chain-make-den-fst``: returns ``(den_fst, normalization_fst)`` for a
     ContextDependency ``tree``, TransitionModel ``trans_model`` and the phone
     LM (an :class:`Fst` acceptor over phones, e.g. from
     :func:`kbind.chain.phone_lm.estimate_phone_lm`)."""
     import kaldifst
-    lm = VFst.from_fst(_to_fst_arg(phone_lm))
+    lm = VFst.from_fst(as_fst(phone_lm))
     if lm.num_states == 0:
         raise ValueError("empty phone LM")
     phones = trans_model.phones
@@ -519,7 +510,7 @@ def den_graph_initial_probs(den_fst) -> np.ndarray:
     """``DenominatorGraph::SetInitialProbs``: 100 iterations of HMM
     propagation from the start state (in double, with each state's outgoing
     probabilities normalized), averaged; returned as float32."""
-    f = _to_fst_arg(den_fst)
+    f = as_fst(den_fst)
     n = f.num_states
     src = f.arc_src.astype(np.int64)
     dst = f.arc_dst.astype(np.int64)
@@ -546,7 +537,7 @@ def normalization_fst(den_fst, initial_probs: Optional[np.ndarray] = None) -> Fs
     new start state that has an epsilon arc of cost -log(init(s)) to every
     state, all states final with cost 0, then ``RmEpsilon`` and arc-sorting
     on input labels."""
-    f = _to_fst_arg(den_fst)
+    f = as_fst(den_fst)
     init = den_graph_initial_probs(f) if initial_probs is None else np.asarray(
         initial_probs, dtype=np.float32)
     v = VFst.from_fst(f)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 
+from kbind.fstext import as_fst, as_vfst
 from kbind.io.fst import Fst
 
 from .den_fst import (INF, VFst, _kf_from, _times, add_self_loops, compose_inverse_context,
@@ -61,26 +62,6 @@ class ProtoSupervision:
     @property
     def num_frames(self) -> int:
         return len(self.allowed_phones)
-
-
-def _as_vfst(x) -> VFst:
-    if isinstance(x, VFst):
-        return x.copy()
-    if isinstance(x, Fst):
-        return VFst.from_fst(x)
-    if hasattr(x, "write"):
-        return VFst.from_kaldifst(x)
-    return VFst.from_fst(Fst.from_file(x))
-
-
-def _as_fst(x) -> Fst:
-    if isinstance(x, Fst):
-        return x
-    if isinstance(x, VFst):
-        return x.to_fst()
-    if hasattr(x, "write"):
-        return Fst.from_kaldifst(x)
-    return Fst.from_file(x)
 
 
 # ---------------------------------------------------------------------------------------
@@ -195,7 +176,7 @@ def proto_to_supervision_fst(proto: ProtoSupervision, tree, trans_model,
     utterance (labels pdf-id + 1, or transition-ids if not
     ``convert_to_pdfs``), states in BFS (time) order, one arc per output
     frame, weights 0."""
-    phone_fst = _as_vfst(proto.fst)
+    phone_fst = as_vfst(proto.fst)
     tid = _phone_graph_to_tid_fst(phone_fst, tree, trans_model, 0.0, 0.0, True)
     if has_input_epsilons(tid):
         tid = rm_epsilon(tid)
@@ -217,7 +198,7 @@ def proto_to_supervision_fst(proto: ProtoSupervision, tree, trans_model,
 def compute_fst_state_times(fst) -> Tuple[List[int], int]:
     """Kaldi ``ComputeFstStateTimes``: frame of each state of a BFS-sorted,
     epsilon-free supervision FST (start state 0) and the total length."""
-    f = _as_vfst(fst)
+    f = as_vfst(fst)
     if f.start != 0:
         raise ValueError("Expecting input FST start state to be zero")
     n = f.num_states
@@ -251,7 +232,7 @@ def split_supervision(sup_fst, start_frame: int, num_frames: int) -> Fst:
     supervision FST (a super-initial state with epsilon arcs into the states
     at ``start_frame``; arcs leaving the range go to a super-final state).
     The result still contains those epsilon arcs, as Kaldi's does."""
-    f = _as_vfst(sup_fst)
+    f = as_vfst(sup_fst)
     frame, total = compute_fst_state_times(f)
     b, e = int(start_frame), int(start_frame) + int(num_frames)
     if not (num_frames > 0 and b >= 0 and e <= total):
@@ -291,7 +272,7 @@ def make_unconstrained(sup_fst, trans_model) -> Fst:
     (scale 0, reorder), map to pdf-id + 1, DeterminizeStar + Minimize +
     Connect."""
     import kaldifst
-    f = rm_epsilon(_as_vfst(sup_fst))
+    f = rm_epsilon(as_vfst(sup_fst))
     ntid = trans_model.num_transition_ids
     is_loop = trans_model.tid_is_self_loop
     for s in range(f.num_states):
@@ -337,8 +318,8 @@ def compose_acceptors(fst1, fst2, connect_result: bool = True) -> Fst:
     discovery order, for each state the arcs of ``fst1`` in order, each
     matched against the arcs of ``fst2`` with that input label in their
     order; then ``Connect``."""
-    a = _as_vfst(fst1)
-    b = _as_vfst(fst2)
+    a = as_vfst(fst1)
+    b = as_vfst(fst2)
     out = VFst()
     if a.start < 0 or b.start < 0:
         return out.to_fst()
@@ -401,15 +382,15 @@ def add_weight_to_supervision(sup_fst, normalization_fst, e2e: bool = False) -> 
     determinize + minimize, compose with the normalization FST, determinize +
     minimize, BFS-sort. e2e/unconstrained (``e2e=True``,
     ``AddWeightToSupervisionFstE2e``): RmEpsilon and compose only."""
-    norm = _as_fst(normalization_fst)
-    f = rm_epsilon(_as_vfst(sup_fst))
+    norm = as_fst(normalization_fst)
+    f = rm_epsilon(as_vfst(sup_fst))
     if e2e:
         out = compose_acceptors(f.to_fst(), norm)
         if out.num_states == 0:
             raise ValueError("composition with the normalization FST is empty")
         return out
     f = _determinize_minimize(f)
-    c = _as_vfst(compose_acceptors(f.to_fst(), norm))
+    c = as_vfst(compose_acceptors(f.to_fst(), norm))
     if c.num_states == 0:
         raise ValueError("composition with the normalization FST is empty")
     c = _determinize_minimize(c)
@@ -419,7 +400,7 @@ def add_weight_to_supervision(sup_fst, normalization_fst, e2e: bool = False) -> 
 def merge_supervision(fsts: Sequence) -> Fst:
     """``MergeSupervision`` for constrained supervisions: concatenate (OpenFst
     ``Concat``, later sequences first into the result), RmEpsilon, BFS-sort."""
-    fsts = [_as_vfst(f) for f in fsts]
+    fsts = [as_vfst(f) for f in fsts]
     if not fsts:
         raise ValueError("nothing to merge")
     out = fsts[-1]
@@ -485,9 +466,9 @@ def compile_training_graph(phone_graph, tree, trans_model, transition_scale: flo
     encoded minimization, AddSelfLoops (``self_loop_scale``, reorder).
     The result has transition-ids as input labels."""
     import kaldifst
-    g = _as_vfst(phone_graph)
+    g = as_vfst(phone_graph)
     phones = trans_model.phones
-    lex = _one_state_lexicon(phones) if lexicon is None else _as_vfst(lexicon)
+    lex = _one_state_lexicon(phones) if lexicon is None else as_vfst(lexicon)
     lk = _kf_from(lex)
     kaldifst.arcsort(lk, "olabel")
     p2w = VFst.from_kaldifst(kaldifst.compose(lk, _kf_from(g)))
@@ -518,7 +499,7 @@ def _compose_context_keep_output(p2w: VFst, phones, tree):
 def training_graph_to_e2e_fst(training_graph, trans_model) -> Fst:
     """``TrainingGraphToSupervisionE2e``: RemoveEpsLocal, RmEpsilon, labels to
     pdf-id + 1 (an epsilon input label left over is an error)."""
-    g = remove_eps_local(_as_vfst(training_graph))
+    g = remove_eps_local(as_vfst(training_graph))
     g = rm_epsilon(g)
     tid2pdf = trans_model.tid2pdf
     for arcs in g.arcs:
