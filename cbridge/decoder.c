@@ -516,6 +516,34 @@ static int32_t find_or_add_token(Dec *d, int32_t state, int32_t frame_plus_one, 
 
 /* -- pruning --------------------------------------------------------------- */
 
+/* Kaldi's link-pruning loop, shared by PruneForwardLinks and
+   PruneForwardLinksFinal: drop the links of `tok` whose extra cost exceeds the
+   lattice beam and return min(tok_extra_cost, extra cost of each kept link,
+   floored at 0). Sets *links_pruned (if not NULL) when a link was dropped. */
+static float prune_tok_links(Dec *d, Tok *tok, float tok_extra_cost, int *links_pruned) {
+  int32_t l = tok->links, prev = -1;
+  while (l >= 0) {
+    Link *lk = &d->link[l];
+    Tok *nt = &d->tok[lk->next_tok];
+    float link_extra_cost = nt->extra_cost +
+        ((tok->tot_cost + lk->acoustic_cost + lk->graph_cost) - nt->tot_cost);
+    if (link_extra_cost > d->lattice_beam) {
+      int32_t nl = lk->next;
+      if (prev >= 0) d->link[prev].next = nl;
+      else tok->links = nl;
+      free_link(d, l);
+      l = nl;
+      if (links_pruned) *links_pruned = 1;
+    } else {
+      if (link_extra_cost < 0.0f) link_extra_cost = 0.0f;
+      if (link_extra_cost < tok_extra_cost) tok_extra_cost = link_extra_cost;
+      prev = l;
+      l = lk->next;
+    }
+  }
+  return tok_extra_cost;
+}
+
 static void prune_forward_links(Dec *d, int32_t f, int *extra_costs_changed, int *links_pruned,
                                 float delta) {
   *extra_costs_changed = 0;
@@ -525,27 +553,7 @@ static void prune_forward_links(Dec *d, int32_t f, int *extra_costs_changed, int
     changed = 0;
     for (int32_t t = d->frames[f].toks; t >= 0; t = d->tok[t].next) {
       Tok *tok = &d->tok[t];
-      int32_t l = tok->links, prev = -1;
-      float tok_extra_cost = kInf;
-      while (l >= 0) {
-        Link *lk = &d->link[l];
-        Tok *nt = &d->tok[lk->next_tok];
-        float link_extra_cost = nt->extra_cost +
-            ((tok->tot_cost + lk->acoustic_cost + lk->graph_cost) - nt->tot_cost);
-        if (link_extra_cost > d->lattice_beam) {
-          int32_t nl = lk->next;
-          if (prev >= 0) d->link[prev].next = nl;
-          else tok->links = nl;
-          free_link(d, l);
-          l = nl;
-          *links_pruned = 1;
-        } else {
-          if (link_extra_cost < 0.0f) link_extra_cost = 0.0f;
-          if (link_extra_cost < tok_extra_cost) tok_extra_cost = link_extra_cost;
-          prev = l;
-          l = lk->next;
-        }
-      }
+      float tok_extra_cost = prune_tok_links(d, tok, kInf, links_pruned);
       if (fabsf(tok_extra_cost - tok->extra_cost) > delta) changed = 1;
       tok->extra_cost = tok_extra_cost;
     }
@@ -631,25 +639,7 @@ static int prune_forward_links_final(Dec *d) {
       Tok *tok = &d->tok[t];
       float final_cost = !d->any_final ? 0.0f : d->final_cost_of_tok[t];
       float tok_extra_cost = tok->tot_cost + final_cost - d->final_best_cost;
-      int32_t l = tok->links, prev = -1;
-      while (l >= 0) {
-        Link *lk = &d->link[l];
-        Tok *nt = &d->tok[lk->next_tok];
-        float link_extra_cost = nt->extra_cost +
-            ((tok->tot_cost + lk->acoustic_cost + lk->graph_cost) - nt->tot_cost);
-        if (link_extra_cost > d->lattice_beam) {
-          int32_t nl = lk->next;
-          if (prev >= 0) d->link[prev].next = nl;
-          else tok->links = nl;
-          free_link(d, l);
-          l = nl;
-        } else {
-          if (link_extra_cost < 0.0f) link_extra_cost = 0.0f;
-          if (link_extra_cost < tok_extra_cost) tok_extra_cost = link_extra_cost;
-          prev = l;
-          l = lk->next;
-        }
-      }
+      tok_extra_cost = prune_tok_links(d, tok, tok_extra_cost, NULL);
       if (tok_extra_cost > d->lattice_beam) tok_extra_cost = kInf;
       if (!approx_equal(tok->extra_cost, tok_extra_cost, delta)) changed = 1;
       tok->extra_cost = tok_extra_cost;
