@@ -3,8 +3,14 @@
 A stack of ``num_layers`` (B)LSTM layers (pykaldi2's default: 3
 bidirectional layers of 512 cells), optionally with a recurrent projection
 (LSTMP, ``proj_dim``), dropout between layers, and a linear output layer to
-``num_pdfs`` logits per frame (no frame subsampling, no model context: output
-frame ``t`` is input frame ``t``).
+``num_pdfs`` logits per frame, with no model context.
+
+Frame rate. With ``frame_subsampling_factor = 1`` (default) output frame ``t``
+is input frame ``t``. With ``f > 1`` (a "low frame rate" BLSTM, for
+alignments made at the chain models' output rate) the input is stacked: frames
+``f·t .. f·t + f - 1`` are concatenated into one ``f · feat_dim`` vector (the
+last group padded by repeating the last frame), so ``T_out = ceil(T / f)``
+and the LSTMs run ``f`` times fewer steps.
 
 Chunked training. Utterances are cut into chunks; each call may carry the
 *forward* direction's state across consecutive chunks of the same utterances
@@ -46,6 +52,7 @@ class BlstmConfig:
     dropout: float = 0.0            # between layers and before the output layer
     max_change: float = 0.75        # per-component max-change of the LSTM layers
     output_max_change: float = 1.5  # ... of the output layer
+    frame_subsampling_factor: int = 1  # >1: stack this many input frames per LSTM step
 
 
 class BlstmOutput(NamedTuple):
@@ -72,7 +79,6 @@ class BLSTM(nn.Module):
 
     left_context = 0
     right_context = 0
-    frame_subsampling_factor = 1
 
     def __init__(self, feat_dim: int, num_pdfs: int, config: Optional[BlstmConfig] = None):
         super().__init__()
@@ -81,13 +87,16 @@ class BLSTM(nn.Module):
             raise ValueError("BlstmConfig: num_layers and hidden_dim must be >= 1")
         if not 0.0 <= cfg.dropout < 1.0:
             raise ValueError(f"BlstmConfig: dropout must be in [0, 1), got {cfg.dropout}")
+        if cfg.frame_subsampling_factor < 1:
+            raise ValueError("BlstmConfig: frame_subsampling_factor must be >= 1")
         self.config = cfg
+        self.frame_subsampling_factor = cfg.frame_subsampling_factor
         self.feat_dim = feat_dim
         self.num_pdfs = num_pdfs
         self.num_directions = 2 if cfg.bidirectional else 1
         self.state_dim = cfg.proj_dim if cfg.proj_dim > 0 else cfg.hidden_dim
         self.lstms = nn.ModuleList()
-        input_dim = feat_dim
+        input_dim = feat_dim * cfg.frame_subsampling_factor
         for _ in range(cfg.num_layers):
             lstm = nn.LSTM(input_dim, cfg.hidden_dim, batch_first=True,
                            bidirectional=cfg.bidirectional, proj_size=max(0, cfg.proj_dim))
@@ -99,7 +108,26 @@ class BLSTM(nn.Module):
         self.output.max_change = cfg.output_max_change
 
     def output_frames(self, num_input_frames: int) -> int:
-        return num_input_frames
+        f = self.frame_subsampling_factor
+        return -(-num_input_frames // f)
+
+    def _stack(self, x: torch.Tensor, lengths: Optional[torch.Tensor]):
+        """Stack ``f`` consecutive frames (see the module doc)."""
+        f = self.frame_subsampling_factor
+        if f == 1:
+            return x, lengths
+        b, t, d = x.shape
+        t_out = -(-t // f)
+        if t_out * f != t:
+            x = torch.cat([x, x[:, -1:].expand(b, t_out * f - t, d)], 1)
+        if lengths is not None:
+            # repeat each sequence's own last frame into its padded group
+            lengths = lengths.to(torch.long)
+            idx = torch.minimum(torch.arange(t_out * f, device=x.device)[None, :],
+                                (lengths.to(x.device) - 1).clamp(min=0)[:, None])
+            x = torch.gather(x, 1, idx[:, :, None].expand(b, t_out * f, d))
+            lengths = -(-lengths // f)
+        return x.reshape(b, t_out, f * d), lengths
 
     def _initial_state(self, layer: int, batch: int, ref: torch.Tensor,
                        state: Optional[LstmState]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -122,6 +150,7 @@ class BLSTM(nn.Module):
         if state is not None and len(state) != len(self.lstms):
             raise ValueError(f"BLSTM: state has {len(state)} layers, the model "
                              f"{len(self.lstms)}")
+        x, lengths = self._stack(x, lengths)
         batch, num_frames = x.shape[:2]
         h = x
         if lengths is not None:
@@ -140,9 +169,10 @@ class BLSTM(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
                 state: Optional[LstmState] = None) -> BlstmOutput:
-        """``x``: ``(B, T, feat_dim)``; ``lengths``: ``(B,)`` valid frames (None: all T).
+        """``x``: ``(B, T, feat_dim)``; ``lengths``: ``(B,)`` valid input frames (None: all T).
 
-        Returns :class:`BlstmOutput` with logits ``(B, T, num_pdfs)`` (padded
+        Returns :class:`BlstmOutput` with logits ``(B, T_out, num_pdfs)``,
+        ``T_out = ceil(T / frame_subsampling_factor)`` (padded
         frames hold the output of zero LSTM states) and the new state.
         """
         h, new_state = self.encode(x, lengths, state)

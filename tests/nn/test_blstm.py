@@ -80,3 +80,24 @@ def test_training_backward_with_dropout():
     assert all(p.grad is not None for p in model.parameters())
     with pytest.raises(ValueError):
         model(torch.randn(2, 6, FEAT), state=[(torch.zeros(2, 8), torch.zeros(2, 8))])
+
+
+def test_frame_stacking_equals_manual_reshape():
+    """fss=3: the LSTMs see frames 3t..3t+2 concatenated; the last group repeats
+    the sequence's own last frame (checked against a model fed the stacked input)."""
+    torch.manual_seed(2)
+    cfg = BlstmConfig(hidden_dim=6, num_layers=2, frame_subsampling_factor=3)
+    model = BLSTM(FEAT, PDFS, cfg).double().eval()
+    ref = BLSTM(3 * FEAT, PDFS, BlstmConfig(hidden_dim=6, num_layers=2)).double().eval()
+    ref.load_state_dict(model.state_dict())
+    x = torch.randn(2, 10, FEAT, dtype=torch.float64)
+    lengths = torch.tensor([10, 7])
+    out, _ = model(x, lengths)
+    assert out.shape == (2, 4, PDFS) and model.output_frames(10) == 4
+    stacked = []
+    for b, n in enumerate(lengths.tolist()):
+        idx = [min(i, n - 1) for i in range(12)]
+        stacked.append(x[b, idx].reshape(4, 3 * FEAT))
+    expect, _ = ref(torch.stack(stacked), torch.tensor([4, 3]))
+    torch.testing.assert_close(out[0], expect[0])
+    torch.testing.assert_close(out[1, :3], expect[1, :3])
