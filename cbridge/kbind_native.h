@@ -239,4 +239,44 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
                                   float *deriv, double *checks, int64_t *scratch_bytes,
                                   char *err, size_t errlen);
 
+/* ==== forced alignment (cbridge/align.c) ================================== */
+/*
+ * Viterbi forced alignment of one utterance over a training graph with
+ * Kaldi's AlignUtteranceWrapper semantics (FasterDecoder with `beam`; if no
+ * final state is reached, again with `retry_beam` when it is not 0; else
+ * the utterance fails). The graph is used as given: transition
+ * probabilities and careful mode are applied by the caller (kbind.align).
+ *   graph: final_cost[num_states] (+inf = not final), out_offsets
+ *     [num_states + 1], dst/ilabel/olabel/weight[num_arcs] grouped by source
+ *     (ilabel: transition-id in [1, num_tids] or 0 = epsilon; olabel: word
+ *     or 0); checked as kb_decoder_graph_new checks (no epsilon cycles);
+ *   tid2pdf[num_tids + 1] (entry 0 unused), every pdf-id < num_cols;
+ *   loglikes[num_frames][num_cols] row-major float32 (NaN or +inf ->
+ *     KB_EINVAL naming frame and pdf); the acoustic cost of an arc is
+ *     -(acoustic_scale * loglike[t, tid2pdf[tid]]) (float);
+ *   FasterDecoderOptions: max_active, min_active, beam_delta, hash_ratio
+ *     (Kaldi's defaults: INT32_MAX, 20, 0.5, 2.0; the aligner sets only the
+ *     beam).
+ * Outputs (caller-owned): info[3]: [0] 1 if aligned (a final state was
+ *   reached), 0 if the utterance failed (then nothing else is written);
+ *   [1] 1 if the retry beam was used; [2] number of words on the path.
+ *   alignment[num_frames]: the transition-ids of the best path;
+ *   words[words_capacity]: its words (the first words_capacity of them);
+ *   costs[3]: graph cost and SCALED acoustic cost of the best path (incl.
+ *   the final cost), and the log-likelihood -(graph + acoustic) /
+ *   acoustic_scale as Kaldi logs it.
+ * Fails (KB_EINVAL) on bad sizes, graph, options or log-likelihoods;
+ * KB_ENOMEM if scratch cannot be allocated (all scratch freed on return).
+ */
+int kb_align_compiled(int32_t num_states, int64_t num_arcs, int32_t start,
+                      const float *final_cost, const int64_t *out_offsets, const int32_t *dst,
+                      const int32_t *ilabel, const int32_t *olabel, const float *weight,
+                      const int32_t *tid2pdf, int32_t num_tids, const float *loglikes,
+                      int32_t num_frames, int32_t num_cols, float acoustic_scale, float beam,
+                      float retry_beam, int32_t max_active, int32_t min_active,
+                      float beam_delta, float hash_ratio, int32_t *alignment, int32_t *words,
+                      int32_t words_capacity, int32_t *info, float *costs, char *err,
+                      size_t errlen);
+/* ==== end of forced alignment ============================================= */
+
 #endif

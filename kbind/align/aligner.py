@@ -1,0 +1,450 @@
+"""Forced alignment with the current model: Kaldi's ``compile-train-graphs``
+followed by ``align-compiled-mapped`` / ``nnet3-align-compiled``
+(``AlignUtteranceWrapper``), with the Viterbi search in C
+(:c:func:`kb_align_compiled`, ``cbridge/align.c``).
+
+Scales -- what ends up on the graph, as in Kaldi:
+
+* ``compile-train-graphs`` builds the graph with ``transition_scale = 0``
+  and ``self_loop_scale = 0`` (it overrides TrainingGraphCompilerOptions'
+  defaults "since we will generally add the transition probs in the
+  alignment phase"): the graph carries only the lexicon's costs (silence
+  and pronunciation probabilities). :meth:`ForcedAligner.compile` does the
+  same through :class:`kbind.hmm.graph_compiler.TrainingGraphCompiler`.
+* The aligner then applies ``AddTransitionProbs(trans_model, {},
+  transition_scale, self_loop_scale)`` to every arc with a transition-id:
+  ``weight += -s(tid)`` (float32), where ``s(tid)`` is Kaldi's
+  ``GetScaledTransitionLogProb``: ``transition_scale * log p(tid)`` when the
+  two scales are equal; otherwise ``self_loop_scale * log p(tid)`` for a
+  self-loop and ``self_loop_scale * log(1 - p_loop(state)) +
+  transition_scale * (log p(tid) - log(1 - p_loop(state)))`` for a forward
+  transition (all float32, as Kaldi computes them). With the defaults (1.0,
+  0.1) a forward transition costs ``-(log p - 0.9 log(1 - p_loop))`` and a
+  self-loop ``-0.1 log p_loop``: the same total as a graph built with
+  ``--transition-scale=1.0 --self-loop-scale=0.1`` directly (AddSelfLoops
+  puts ``self_loop_scale * log(1 - p_loop)`` on the forward arcs).
+  Graphs already carrying transition probabilities (e.g. made with
+  non-zero scales) would get them twice: pass graphs from
+  ``compile-train-graphs`` or :meth:`ForcedAligner.compile`.
+* The acoustic cost of frame t on a transition-id is
+  ``-(acoustic_scale * loglikes[t, pdf(tid)])`` (``DecodableMatrixScaledMapped``);
+  ``loglikes`` are what the model gives for decoding (log-likelihoods or
+  prior-normalised log-posteriors, or chain outputs with
+  ``acoustic_scale=1.0``).
+* ``careful`` applies ``ModifyGraphForCarefulAlignment`` (the graph
+  concatenated with a copy of itself without final-probs: a "blind alley"
+  after the final states, so that a search that eats the transcript too
+  early fails instead of giving a bad alignment).
+
+The reported ``loglike`` is Kaldi's logged ``-(graph + acoustic) /
+acoustic_scale`` of the best path (float32; summed in double, so it may
+differ from Kaldi's float sum in the last bits).
+
+Threads: cffi releases the GIL around the C call, so :meth:`align_many`
+aligns utterances in parallel on a thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .. import _native
+from ..hmm.graph_compiler import TrainingGraphCompiler
+from ..hmm.lang import Lang
+from ..hmm.transition_model import TransitionModel
+from ..hmm.tree import ContextDependency
+from ..io.fst import Fst
+
+__all__ = ["AlignOptions", "AlignResult", "AlignGraph", "ForcedAligner",
+           "scaled_transition_costs", "add_transition_probs", "careful_graph",
+           "min_frames_needed"]
+
+log = logging.getLogger("kbind.align")
+
+INT32_MAX = 2 ** 31 - 1
+
+
+@dataclass
+class AlignOptions:
+    """Kaldi's ``AlignConfig`` (beam, retry_beam, careful) plus the scales of
+    ``align-compiled-mapped``. Defaults: Kaldi's alignment scripts
+    (``steps/nnet3/align.sh``: ``--beam 10 --retry-beam 40``,
+    ``--transition-scale 1.0 --self-loop-scale 0.1``); acoustic scale 1.0 as
+    for chain models (GMM and CE scripts pass 0.1).
+
+    ``max_active``, ``min_active``, ``beam_delta``, ``hash_ratio``:
+    FasterDecoderOptions, which Kaldi's aligners leave at these defaults.
+    """
+    beam: float = 10.0
+    retry_beam: float = 40.0
+    careful: bool = False
+    acoustic_scale: float = 1.0
+    transition_scale: float = 1.0
+    self_loop_scale: float = 0.1
+    max_active: int = INT32_MAX
+    min_active: int = 20
+    beam_delta: float = 0.5
+    hash_ratio: float = 2.0
+
+    def check(self) -> None:
+        if not (self.beam > 0) or not (self.retry_beam == 0 or self.retry_beam > self.beam):
+            raise ValueError(f"beams do not make sense: beam {self.beam}, retry_beam "
+                             f"{self.retry_beam} (need beam > 0 and retry_beam 0 or > beam)")
+        if not (self.acoustic_scale > 0 and np.isfinite(self.acoustic_scale)):
+            raise ValueError(f"acoustic_scale must be > 0, got {self.acoustic_scale}")
+        if not (np.isfinite(self.transition_scale) and np.isfinite(self.self_loop_scale)):
+            raise ValueError("transition_scale and self_loop_scale must be finite")
+        if not (1 < self.max_active <= INT32_MAX and 0 <= self.min_active < self.max_active
+                and self.hash_ratio >= 1 and self.beam_delta >= 0):
+            raise ValueError(f"invalid FasterDecoder options in {self}")
+
+
+@dataclass
+class AlignResult:
+    key: str
+    alignment: Optional[np.ndarray]   # int32 transition-ids, one per frame; None on failure
+    loglike: float                    # -(graph + acoustic) / acoustic_scale of the best path
+    retried: bool
+    error: Optional[str]              # why it failed; None on success
+    num_frames: int = 0
+    words: Optional[np.ndarray] = None  # int32 word ids on the best path
+    graph_cost: float = 0.0           # graph cost of the best path (incl. final cost)
+    acoustic_cost: float = 0.0        # scaled acoustic cost (acoustic_scale * -loglikes)
+
+    @property
+    def ok(self) -> bool:
+        return self.alignment is not None
+
+
+@dataclass
+class AlignGraph:
+    """A training graph ready for :meth:`ForcedAligner.align`: transition
+    probabilities added at ``transition_scale`` / ``self_loop_scale`` and,
+    if ``careful``, Kaldi's careful-alignment modification applied. ``fst``
+    is the graph the search runs on; ``num_states`` / ``start`` as in it."""
+    fst: Fst
+    transition_scale: float
+    self_loop_scale: float
+    careful: bool
+    words: Optional[Tuple[int, ...]] = None  # the transcript it was compiled from
+    _arrays: Optional[tuple] = field(default=None, repr=False, compare=False)
+
+    @property
+    def num_states(self) -> int:
+        return self.fst.num_states
+
+    @property
+    def start(self) -> int:
+        return self.fst.start
+
+    def arrays(self):
+        """(final, out_offsets, dst, ilabel, olabel, weight) as contiguous
+        CPU tensors sharing the Fst's memory."""
+        if self._arrays is None:
+            f = self.fst
+
+            def t(x, dtype):
+                return torch.from_numpy(np.ascontiguousarray(x, dtype=dtype))
+            self._arrays = (t(f.final, np.float32), t(f.state_offsets, np.int64),
+                            t(f.arc_dst, np.int32), t(f.arc_ilabel, np.int32),
+                            t(f.arc_olabel, np.int32), t(f.arc_weight, np.float32))
+        return self._arrays
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_arrays"] = None
+        return d
+
+
+# -- graph preparation (Kaldi's AddTransitionProbs, ModifyGraphForCarefulAlignment) ------
+
+def scaled_transition_costs(tm: TransitionModel, transition_scale: float,
+                            self_loop_scale: float) -> np.ndarray:
+    """``-GetScaledTransitionLogProb(tid)`` for every transition-id (float32,
+    entry 0 = 0): the cost ``AddTransitionProbs`` adds to an arc."""
+    lp = np.asarray(tm.log_probs, np.float32)
+    ts, sls = np.float32(transition_scale), np.float32(self_loop_scale)
+    if ts == sls:
+        scaled = lp * ts
+    else:
+        nsl = np.asarray(tm.non_self_loop_log_probs, np.float32)[tm.tid2state]
+        fwd = sls * nsl + ts * (lp - nsl)
+        scaled = np.where(tm.tid_is_self_loop, sls * lp, fwd).astype(np.float32)
+    out = (-scaled).astype(np.float32)
+    out[0] = 0.0
+    return out
+
+
+def add_transition_probs(fst: Fst, tm: TransitionModel, transition_scale: float,
+                         self_loop_scale: float) -> Fst:
+    """Kaldi ``AddTransitionProbs`` with no disambiguation symbols: a new Fst
+    whose arcs with a transition-id get ``-GetScaledTransitionLogProb``
+    added to their weight (float32). Other nonzero input labels are an
+    error, as in Kaldi."""
+    il = fst.arc_ilabel
+    bad = np.nonzero((il < 0) | (il > tm.num_transition_ids))[0]
+    if bad.size:
+        a = int(bad[0])
+        raise ValueError(f"AddTransitionProbs: invalid symbol {int(il[a])} on the graph's "
+                         f"input side (arc {a} from state {int(fst.arc_src[a])}; transition-ids "
+                         f"are 1..{tm.num_transition_ids})")
+    cost = scaled_transition_costs(tm, transition_scale, self_loop_scale)
+    w = (fst.arc_weight.astype(np.float32) + cost[il]).astype(np.float32)
+    return Fst(fst.num_states, fst.start, fst.final, fst.arc_src, fst.arc_dst, il,
+               fst.arc_olabel, w)
+
+
+def careful_graph(fst: Fst) -> Fst:
+    """Kaldi ``ModifyGraphForCarefulAlignment``: ``Concat(fst, rhs)`` where
+    rhs is a copy of fst without final-probs, entered through a new state
+    ``pre_initial`` (final with cost 0, epsilon arc to the copy's start).
+    States 0..N-1 keep their arcs and lose their final-probs, each former
+    final state getting an epsilon arc (cost = its final cost) to
+    pre_initial = 2N (appended after its arcs, as OpenFst's Concat adds it);
+    N..2N-1 are the copy."""
+    n = fst.num_states
+    if n == 0 or fst.start < 0:
+        return fst
+    fin = np.nonzero(np.isfinite(fst.final))[0].astype(np.int32)
+    pre = 2 * n
+    src = np.concatenate([fst.arc_src, fin, fst.arc_src + n, [pre]]).astype(np.int32)
+    dst = np.concatenate([fst.arc_dst, np.full(fin.size, pre), fst.arc_dst + n,
+                          [fst.start + n]]).astype(np.int32)
+    il = np.concatenate([fst.arc_ilabel, np.zeros(fin.size), fst.arc_ilabel, [0]])
+    ol = np.concatenate([fst.arc_olabel, np.zeros(fin.size), fst.arc_olabel, [0]])
+    w = np.concatenate([fst.arc_weight, fst.final[fin], fst.arc_weight, [0.0]])
+    final = np.full(2 * n + 1, np.inf, np.float32)
+    final[pre] = 0.0
+    # Fst sorts arcs stably by source: a state's epsilon arc follows its own arcs
+    return Fst(2 * n + 1, fst.start, final, src, dst, il.astype(np.int32),
+               ol.astype(np.int32), w.astype(np.float32))
+
+
+def min_frames_needed(fst: Fst) -> Optional[int]:
+    """Fewest emitting (nonzero-ilabel) arcs on any path from the start to a
+    final state (0-1 BFS), or None if no final state is reachable."""
+    n = fst.num_states
+    if n == 0 or fst.start < 0:
+        return None
+    dist = np.full(n, np.iinfo(np.int64).max, np.int64)
+    dist[fst.start] = 0
+    off, dst, il = fst.state_offsets, fst.arc_dst, fst.arc_ilabel
+    dq = deque([fst.start])
+    while dq:
+        s = dq.popleft()
+        d = dist[s]
+        for k in range(int(off[s]), int(off[s + 1])):
+            t = int(dst[k])
+            nd = d + (1 if il[k] != 0 else 0)
+            if nd < dist[t]:
+                dist[t] = nd
+                if il[k] == 0:
+                    dq.appendleft(t)
+                else:
+                    dq.append(t)
+    fin = np.isfinite(fst.final) & (dist < np.iinfo(np.int64).max)
+    if not fin.any():
+        return None
+    return int(dist[fin].min())
+
+
+# -- the aligner -------------------------------------------------------------------------
+
+TranscriptT = Union[Sequence[str], Sequence[int], np.ndarray]
+
+
+class ForcedAligner:
+    """Forced alignment of utterances to their transcripts.
+
+    trans_model, tree: the model's :class:`TransitionModel` and
+        :class:`ContextDependency` (paths are read);
+    lang: a :class:`kbind.hmm.lang.Lang` or its directory (its ``L.fst``
+        and ``words.txt``; transcripts given as words map OOVs to the lang's
+        ``oov.txt`` word, as ``sym2int.pl --map-oov``);
+    opts: :class:`AlignOptions`.
+    graph_cache: keep up to this many compiled graphs (by transcript; 0 =
+        none): realigning the same utterances re-uses them.
+
+    Picklable (for worker processes): the graph compiler is rebuilt on use.
+    """
+
+    def __init__(self, trans_model, tree, lang, opts: AlignOptions = AlignOptions(),
+                 graph_cache: int = 0):
+        if not isinstance(trans_model, TransitionModel):
+            trans_model = TransitionModel.from_file(str(trans_model))
+        if not isinstance(tree, ContextDependency):
+            tree = ContextDependency.from_file(str(tree))
+        if not isinstance(lang, Lang):
+            lang = Lang.load(lang)
+        opts.check()
+        self.trans_model = trans_model
+        self.tree = tree
+        self.lang = lang
+        self.opts = opts
+        self.graph_cache = int(graph_cache)
+        self._cache: "OrderedDict[Tuple[int, ...], AlignGraph]" = OrderedDict()
+        self._compiler: Optional[TrainingGraphCompiler] = None
+        tid2pdf = np.array(trans_model.tid2pdf, dtype=np.int32)
+        tid2pdf[0] = 0
+        self._tid2pdf = torch.from_numpy(tid2pdf)
+        self._costs = scaled_transition_costs(trans_model, opts.transition_scale,
+                                              opts.self_loop_scale)
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_compiler"] = None
+        return d
+
+    @property
+    def num_pdfs(self) -> int:
+        return self.trans_model.num_pdfs
+
+    @property
+    def compiler(self) -> TrainingGraphCompiler:
+        """``compile-train-graphs``' compiler (transition and self-loop scales
+        0; L.fst, tree and transition model kept between utterances)."""
+        if self._compiler is None:
+            self._compiler = TrainingGraphCompiler(
+                self.lang, self.tree, self.trans_model, transition_scale=0.0,
+                self_loop_scale=0.0, disambig_phones=self.lang.disambig_phones)
+        return self._compiler
+
+    def word_ids(self, transcript: TranscriptT) -> Tuple[int, ...]:
+        items = list(transcript)
+        if items and all(isinstance(w, str) for w in items):
+            return tuple(self.lang.word_ids(items))
+        try:
+            return tuple(int(w) for w in items)
+        except (TypeError, ValueError):
+            raise TypeError("transcript must be a list of words (str) or of word ids (int)") \
+                from None
+
+    def compile(self, transcript: TranscriptT) -> AlignGraph:
+        """The training graph of a transcript (words or word ids), as
+        ``compile-train-graphs`` makes it, prepared for :meth:`align`."""
+        ids = self.word_ids(transcript)
+        if self.graph_cache:
+            g = self._cache.get(ids)
+            if g is not None:
+                self._cache.move_to_end(ids)
+                return g
+        g = self.prepare(self.compiler.compile(ids))
+        g.words = ids
+        if self.graph_cache:
+            self._cache[ids] = g
+            while len(self._cache) > self.graph_cache:
+                self._cache.popitem(last=False)
+        return g
+
+    def prepare(self, fst: Fst) -> AlignGraph:
+        """A graph from ``compile-train-graphs`` (no transition probabilities)
+        with transition probabilities added at the options' scales and, if
+        ``careful``, the careful-alignment modification."""
+        if isinstance(fst, AlignGraph):
+            return fst
+        o = self.opts
+        g = add_transition_probs(fst, self.trans_model, o.transition_scale, o.self_loop_scale)
+        if o.careful:
+            g = careful_graph(g)
+        return AlignGraph(g, o.transition_scale, o.self_loop_scale, o.careful)
+
+    def _loglikes(self, key: str, loglikes) -> torch.Tensor:
+        x = loglikes
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x)
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"utterance {key}: loglikes must be a torch tensor or numpy array")
+        if x.dim() != 2:
+            raise ValueError(f"utterance {key}: loglikes must be (frames, pdfs), got shape "
+                             f"{tuple(x.shape)}")
+        if x.shape[1] < self.num_pdfs:
+            raise ValueError(f"utterance {key}: loglikes have {x.shape[1]} columns but the "
+                             f"transition model has {self.num_pdfs} pdfs")
+        return x.detach().to(device="cpu", dtype=torch.float32).contiguous()
+
+    def align(self, key: str, graph: Union[AlignGraph, Fst], loglikes) -> AlignResult:
+        """Align one utterance. Failure to align (no final state reached with
+        the beam or retry beam, an empty graph, zero frames) gives an
+        AlignResult with ``alignment=None`` and ``error`` set, and a warning;
+        bad input (NaN / +inf loglikes, a graph with labels out of range,
+        wrong shapes) raises ValueError naming the utterance."""
+        o = self.opts
+        g = self.prepare(graph)
+        if (g.transition_scale, g.self_loop_scale, g.careful) != (
+                o.transition_scale, o.self_loop_scale, o.careful):
+            raise ValueError(f"utterance {key}: graph prepared with other scales / careful "
+                             "setting than this aligner's options")
+        x = self._loglikes(key, loglikes)
+        T = int(x.shape[0])
+        if g.num_states == 0 or g.start < 0:
+            return self._fail(key, T, "empty training graph", False)
+        if T == 0:
+            return self._fail(key, T, "zero-length utterance", False)
+        final, off, dst, il, ol, w = g.arrays()
+        ali = torch.empty(T, dtype=torch.int32)
+        cap = max(16, len(g.words) if g.words else 0)
+        words = torch.empty(cap, dtype=torch.int32)
+        info = torch.zeros(3, dtype=torch.int32)
+        costs = torch.zeros(3, dtype=torch.float32)
+        p = _native.ptr
+        try:
+            _native.call("kb_align_compiled", g.num_states, int(dst.numel()), g.start,
+                         p(final), p(off), p(dst), p(il), p(ol), p(w), p(self._tid2pdf),
+                         self.trans_model.num_transition_ids, p(x), T, int(x.shape[1]),
+                         float(o.acoustic_scale), float(o.beam), float(o.retry_beam),
+                         int(o.max_active), int(o.min_active), float(o.beam_delta),
+                         float(o.hash_ratio), p(ali), p(words), cap, p(info), p(costs))
+        except _native.NativeError as e:
+            raise ValueError(f"utterance {key}: {e}") from None
+        retried = bool(info[1])
+        if retried:
+            log.info("retried utterance %s with beam %g", key, o.retry_beam)
+        if not info[0]:
+            need = min_frames_needed(g.fst)
+            if need is None:
+                why = "no final state is reachable in the training graph"
+            elif need > T:
+                why = (f"too few frames: {T} frames, the transcript needs at least {need} "
+                       "(one per HMM state)")
+            else:
+                why = (f"no final state reached with beam {o.beam:g}"
+                       + (f" or retry beam {o.retry_beam:g}" if o.retry_beam else ""))
+            return self._fail(key, T, why, retried)
+        nw = int(info[2])
+        wd = words[:min(nw, cap)].numpy().copy() if nw <= cap else None
+        c = costs.numpy()
+        return AlignResult(key, ali.numpy(), float(c[2]), retried, None, T, wd,
+                           float(c[0]), float(c[1]))
+
+    @staticmethod
+    def _fail(key: str, T: int, why: str, retried: bool) -> AlignResult:
+        log.warning("could not align utterance %s (%d frames): %s; skipped", key, T, why)
+        return AlignResult(key, None, float("nan"), retried, why, T)
+
+    def align_many(self, items: Iterable[Tuple[str, Union[AlignGraph, Fst], object]],
+                   num_threads: int = 1) -> List[AlignResult]:
+        """Align ``(key, graph, loglikes)`` items (in order) on ``num_threads``
+        threads; the C search releases the GIL. Failures are in the results
+        (``alignment is None``), each also logged as a warning."""
+        items = list(items)
+        if num_threads <= 1 or len(items) <= 1:
+            return [self.align(k, g, x) for k, g, x in items]
+        with ThreadPoolExecutor(max_workers=int(num_threads)) as ex:
+            return list(ex.map(lambda it: self.align(*it), items))
+
+    def summary(self, results: Sequence[AlignResult]) -> dict:
+        """Kaldi's end-of-job log line as a dict: done, failed, retried,
+        frames and log-likelihood per frame of the aligned utterances."""
+        ok = [r for r in results if r.ok]
+        frames = sum(r.num_frames for r in ok)
+        tot = float(sum(np.float64(r.loglike) for r in ok))
+        return {"done": len(ok), "failed": len(results) - len(ok),
+                "retried": sum(r.retried for r in results), "frames": frames,
+                "loglike_per_frame": tot / frames if frames else float("nan")}
