@@ -239,6 +239,28 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
                                   float *deriv, double *checks, int64_t *scratch_bytes,
                                   char *err, size_t errlen);
 
+/* ==== lattice best paths (cbridge/lattice.c) ============================== */
+/*
+ * Best paths of one acyclic lattice (Kaldi Lattice: graph and acoustic costs
+ * per arc) for num_settings weight settings: setting k scales acoustic costs
+ * by ac_scale[k] (lattice-scale --acoustic-scale) and adds wip[k] to the
+ * graph cost of arcs with a word (lattice-add-penalty), as score.sh's sweep.
+ *   offsets[num_states + 1], dst/graph/acoustic/olabel[offsets[num_states]]
+ *   (arcs grouped by source), final_graph/final_acoustic[num_states]
+ *   (both +inf = not final); start < 0 or no states: no path.
+ * Outputs: best_final[k] = the final state of the best path or -1 (no
+ *   complete path); back[k * num_states + s] = the arc entering s on the best
+ *   path to s (-1 for the start / unreached), to trace the path back.
+ * Fails (KB_EINVAL) on bad sizes or a cyclic lattice, KB_ENOMEM on scratch.
+ */
+int kb_lattice_best_paths(int32_t num_states, int32_t start, const int64_t *offsets,
+                          const int32_t *dst, const float *graph, const float *acoustic,
+                          const int32_t *olabel, const float *final_graph,
+                          const float *final_acoustic, int32_t num_settings,
+                          const double *ac_scale, const float *wip, int32_t *best_final,
+                          int64_t *back, char *err, size_t errlen);
+/* ==== end of lattice best paths =========================================== */
+
 /* ==== forced alignment (cbridge/align.c) ================================== */
 /*
  * Viterbi forced alignment of one utterance over a training graph with

@@ -25,6 +25,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import kaldialign
 import numpy as np
+import torch
 
 __all__ = [
     "WerStats", "compute_wer", "read_text", "write_text", "per_utt_details",
@@ -178,6 +179,57 @@ def lattice_one_best(clat, lmwt: float = 1.0, wip: float = 0.0,
     return [int(w) for w in best.words]
 
 
+def lattice_best_paths(lat, settings: Sequence[Tuple[float, float]]
+                       ) -> List[Optional[List[int]]]:
+    """Word ids of the best path for each ``(lmwt, wip)`` of ``settings``, as
+    :func:`lattice_one_best` gives them one at a time (identical results), in
+    one C call (``kb_lattice_best_paths``) on the lattice expanded once.
+    ``lat``: a CompactLattice or Lattice with unscaled acoustic costs."""
+    from .. import _native
+    if hasattr(lat, "to_lattice"):
+        lat = lat.to_lattice()
+    ns = lat.num_states
+    k = len(settings)
+    if k == 0:
+        return []
+    t = torch.from_numpy
+    offs = t(np.ascontiguousarray(lat.state_offsets, dtype=np.int64))
+    dst = t(np.ascontiguousarray(lat.arc_dst, dtype=np.int32))
+    w = np.ascontiguousarray(lat.arc_weight, dtype=np.float32)
+    g, a = t(np.ascontiguousarray(w[:, 0])), t(np.ascontiguousarray(w[:, 1]))
+    olab = t(np.ascontiguousarray(lat.arc_olabel, dtype=np.int32))
+    fin = np.ascontiguousarray(lat.final, dtype=np.float32)
+    fg, fa = t(np.ascontiguousarray(fin[:, 0])), t(np.ascontiguousarray(fin[:, 1]))
+    scales = torch.tensor([1.0 / float(lm) for lm, _ in settings], dtype=torch.float64)
+    wips = torch.tensor([float(wp) for _, wp in settings], dtype=torch.float32)
+    best = torch.empty(k, dtype=torch.int32)
+    back = torch.empty(k * max(ns, 1), dtype=torch.int64)
+    p = _native.ptr
+    _native.call("kb_lattice_best_paths", ns, lat.start if ns else -1, p(offs), p(dst), p(g),
+                 p(a), p(olab), p(fg), p(fa), k, p(scales), p(wips), p(best), p(back))
+    out: List[Optional[List[int]]] = []
+    src = lat.arc_src
+    olabel = lat.arc_olabel
+    back = back.numpy()
+    for j in range(k):
+        s = int(best[j])
+        if s < 0:
+            out.append(None)
+            continue
+        bk = back[j * ns:(j + 1) * ns]
+        words = []
+        steps = 0
+        while bk[s] >= 0 and steps <= lat.num_arcs:
+            arc = int(bk[s])
+            if olabel[arc] != 0:
+                words.append(int(olabel[arc]))
+            s = int(src[arc])
+            steps += 1
+        words.reverse()
+        out.append(words)
+    return out
+
+
 @dataclass
 class SweepResult:
     """``score_kaldi.sh`` output: WER per (lmwt, wip) and the best one."""
@@ -209,16 +261,13 @@ def score_lattices(lattices: Mapping[str, object], refs: Mapping[str, Sequence],
     A lattice without a complete path gives an empty hypothesis.
     """
     drop = set(ignore)
-    table, hyps_all = {}, {}
-    for lmwt in lmwts:
-        for wip in wips:
-            hyps = {}
-            for utt, lat in lattices.items():
-                ids = lattice_one_best(lat, lmwt, wip) or []
-                hyps[utt] = [w for w in (words[i] for i in ids) if w not in drop]
-            key = (float(lmwt), float(wip))
-            table[key] = compute_wer(refs, hyps, mode=mode)
-            hyps_all[key] = hyps
+    settings = [(float(lmwt), float(wip)) for lmwt in lmwts for wip in wips]
+    hyps_all: Dict[Tuple[float, float], Dict[str, List[str]]] = {k: {} for k in settings}
+    for utt, lat in lattices.items():
+        # every setting at once, on the lattice expanded once (C)
+        for key, ids in zip(settings, lattice_best_paths(lat, settings)):
+            hyps_all[key][utt] = [w for w in (words[i] for i in ids or []) if w not in drop]
+    table = {key: compute_wer(refs, hyps_all[key], mode=mode) for key in settings}
     if not table:
         raise ValueError("no (lmwt, wip) pairs to score")
     best = min(table, key=lambda k: (table[k].errors, k[1], k[0]))

@@ -89,3 +89,35 @@ def test_sweep_picks_the_best_pair():
     assert res.best == (1.0, 0.0)
     assert res.best_wer_line().startswith("%WER 0.00 [ 0 / 2, 0 ins, 0 del, 0 sub ]")
     assert isinstance(res.best_stats, WerStats)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_best_paths_sweep_equals_one_at_a_time(seed):
+    """The C sweep gives, for every (lmwt, wip), the words of the Python best path."""
+    import numpy as np
+    from kbind.decode.scoring import lattice_best_paths
+    from tests.decode.test_lattice_ops import random_lattice
+    rng = np.random.default_rng(seed)
+    lat = random_lattice(rng, ns=int(rng.integers(2, 14)), num_words=4)
+    settings = [(lm, wp) for lm in (0.5, 1.0, 3.0, 7.0, 13.0) for wp in (-1.0, 0.0, 0.5, 2.0)]
+    got = lattice_best_paths(lat, settings)
+    for (lm, wp), g in zip(settings, got):
+        assert g == lattice_one_best(lat, lm, wp), (lm, wp)
+
+
+def test_best_paths_sweep_edge_cases():
+    import numpy as np
+    from kbind._native import NativeError
+    from kbind.decode.scoring import lattice_best_paths
+    from kbind.io.lattice import Lattice
+    inf = float("inf")
+    # no final state reachable -> None for every setting
+    lat = Lattice(2, 0, [[inf, inf], [inf, inf]], [0], [1], [1], [5], [[1.0, 1.0]])
+    assert lattice_best_paths(lat, [(1.0, 0.0), (2.0, 1.0)]) == [None, None]
+    # the start state final, no arcs: the empty path
+    lat = Lattice(1, 0, [[0.0, 0.0]], [], [], [], [], np.zeros((0, 2), np.float32))
+    assert lattice_best_paths(lat, [(1.0, 0.0)]) == [[]]
+    cyc = Lattice(2, 0, [[inf, inf], [0.0, 0.0]], [0, 1], [1, 0], [1, 1], [0, 0],
+                  [[1.0, 0.0], [1.0, 0.0]])
+    with pytest.raises(NativeError, match="cycle"):
+        lattice_best_paths(cyc, [(1.0, 0.0)])
