@@ -26,6 +26,16 @@ skipped when their outputs exist, ``--force true`` redoes them):
                (exp/chain/tdnnf_e2e/graph)
  9  chain_decode decode dev and test (--acwt 1.0 --post-decode-acwt 10.0), score with the
                LM-weight / insertion-penalty sweep, print the WERs
+10  ce_align   align the training set with the flat-start chain model (steps/nnet3/align.sh:
+               compile-train-graphs + align-compiled-mapped in C) into a Kaldi alignment dir
+               (exp/ce/ali_chain)
+11  ce_train   BLSTM with frame cross-entropy on those alignments (trainers/train_ce.py,
+               exp/ce/blstm1; low frame rate: 3 frames stacked per step, chain tree)
+12  ce_graph   HCLG for CE models (self-loop-scale 0.1, exp/ce/graph)
+13  ce_decode  decode dev and test with blstm1 (log-posteriors minus log-priors, --acwt 0.1)
+14  ce_realign realign the training set with blstm1 (exp/ce/ali_blstm1)
+15  ce_train2  train a new BLSTM on the realignments (exp/ce/blstm2)
+16  ce_decode2 decode dev and test with blstm2, print the WERs
 
 Every artefact is a Kaldi file a Kaldi user could use in place of ours (and
 the other way round). The config is saved as exp/config.yaml.
@@ -64,6 +74,10 @@ from kbind.nn import TdnnfConfig  # noqa: E402
 sys.path.insert(0, str(HERE.parent.parent / "trainers"))
 from train_lfmmi import OptimConfig, TrainConfig, Trainer, load_model  # noqa: E402
 from chain import ChainDecodeConfig, ChainPrepConfig  # noqa: E402
+from ce import CeAlignConfig  # noqa: E402
+from train_ce import CeModelConfig, CeOptimConfig, CeTrainConfig  # noqa: E402
+from kbind.data.frame_egs import FrameEgsConfig  # noqa: E402
+from kbind.nn import BlstmConfig  # noqa: E402
 
 log = logging.getLogger("digits")
 
@@ -91,7 +105,7 @@ class RunConfig:
     seed: int = 0
     jobs: int = 2                  # parallel processes/threads
     stage: int = 0
-    stop_stage: int = 9
+    stop_stage: int = 16
     force: bool = False
     lm_order: int = 3
     position_dependent_phones: bool = True
@@ -101,6 +115,8 @@ class RunConfig:
     chain_prep: ChainPrepConfig = field(default_factory=ChainPrepConfig)
     chain: TrainConfig = field(default_factory=lambda: chain_train_defaults())
     chain_decode: ChainDecodeConfig = field(default_factory=ChainDecodeConfig)
+    ce_align: CeAlignConfig = field(default_factory=CeAlignConfig)
+    ce: CeTrainConfig = field(default_factory=lambda: ce_train_defaults())
 
 
 def chain_train_defaults() -> TrainConfig:
@@ -118,6 +134,24 @@ def chain_train_defaults() -> TrainConfig:
         egs=EgsConfig(minibatch_size="32", e2e_batching="similar"),
         optim=OptimConfig(initial_effective_lrate=2e-3, final_effective_lrate=2e-4,
                           momentum=0.0))
+
+
+def ce_train_defaults() -> CeTrainConfig:
+    """The digits BLSTM: 2 bidirectional layers of 128 cells on 3 stacked frames
+    (the chain frame rate), chunks of 150 input frames (50 labels) with 30 / 15
+    frames of extra context, Adam, 3 epochs (sized for the 30-minute run on 2
+    CPU cores; pykaldi2's 3x512 is the trainer's default).
+    dir/train_data/ali_dir come from --exp/--data."""
+    return CeTrainConfig(
+        dir="", train_data="", ali_dir="", num_epochs=3, minibatches_per_iter=30,
+        num_valid_utts=100, num_train_diagnostic_utts=100, diagnostic_interval=4,
+        num_threads=1,
+        model=CeModelConfig(type="blstm", blstm=BlstmConfig(
+            hidden_dim=128, num_layers=2, frame_subsampling_factor=3, dropout=0.1)),
+        egs=FrameEgsConfig(chunk_width="150", extra_left_context=30, extra_right_context=15,
+                           minibatch_size=32),
+        optim=CeOptimConfig(optimizer="adam", initial_effective_lrate=2e-3,
+                            final_effective_lrate=2e-4, max_param_change=2.0))
 
 
 def stage_corpus(cfg: RunConfig) -> None:
@@ -322,10 +356,104 @@ def stage_chain_decode(cfg: RunConfig) -> dict:
     return out
 
 
+def _ce_dir(cfg: RunConfig) -> Path:
+    return Path(cfg.exp) / "ce"
+
+
+def _ce_align(cfg: RunConfig, am, out: Path, acoustic_scale: float,
+              self_loop_scale: float) -> dict:
+    import ce
+    if (out / "summary.json").exists() and not cfg.force:
+        log.info("%s exists", out)
+        return json.loads((out / "summary.json").read_text())
+    if cfg.chain.num_threads > 0:
+        import torch
+        torch.set_num_threads(cfg.chain.num_threads)
+    return ce.align_data_dir(am, Path(cfg.data) / "train", Path(cfg.data) / "lang_chain",
+                             _tree_dir(cfg), out, cfg.ce_align, acoustic_scale,
+                             self_loop_scale, cmvn=cfg.chain.egs.cmvn)
+
+
+def stage_ce_align(cfg: RunConfig) -> dict:
+    from kbind.decode.acoustic import AcousticModel
+    am = AcousticModel.load(_chain_dir(cfg))
+    return _ce_align(cfg, am, _ce_dir(cfg) / "ali_chain", 1.0, 1.0)
+
+
+def _ce_train(cfg: RunConfig, ali: str, name: str) -> dict:
+    import dataclasses
+    from train_ce import CeTrainer
+    from kbind.train.logging import log_to_file
+    tcfg = dataclasses.replace(cfg.ce, dir=str(_ce_dir(cfg) / name),
+                               train_data=cfg.ce.train_data or str(Path(cfg.data) / "train"),
+                               ali_dir=str(_ce_dir(cfg) / ali),
+                               seed=cfg.seed if cfg.ce.seed == 0 else cfg.ce.seed)
+    if (Path(tcfg.dir) / "final.pt").exists() and not cfg.force:
+        log.info("%s exists", Path(tcfg.dir) / "final.pt")
+        p = Path(tcfg.dir) / "progress.json"
+        return {"epochs": json.loads(p.read_text()) if p.exists() else []}
+    with log_to_file("train_ce", Path(tcfg.dir, "log", "train.log")):
+        return CeTrainer(tcfg).train()
+
+
+def stage_ce_train(cfg: RunConfig) -> dict:
+    return _ce_train(cfg, "ali_chain", "blstm1")
+
+
+def stage_ce_graph(cfg: RunConfig) -> None:
+    import chain
+    g = _ce_dir(cfg) / "graph"
+    if (g / "HCLG.fst").exists() and not cfg.force:
+        log.info("%s exists", g / "HCLG.fst")
+        return
+    chain.make_chain_graph(cfg.data, _tree_dir(cfg), g, self_loop_scale=0.1)
+
+
+def _ce_decode(cfg: RunConfig, name: str) -> dict:
+    import ce
+    import chain
+    import torch
+    from kbind.decode.acoustic import AcousticModel
+    am = AcousticModel.load(_ce_dir(cfg) / name)
+    if cfg.ce.num_threads > 0:
+        torch.set_num_threads(cfg.ce.num_threads)
+    dcfg = ce.ce_decode_config(cfg.chain_decode)
+    out = {}
+    for split in dcfg.sets:
+        res = chain.decode_chain(am, Path(cfg.data) / split, _ce_dir(cfg) / "graph",
+                                 _tree_dir(cfg), _ce_dir(cfg) / name / f"decode_{split}",
+                                 dcfg, cmvn=cfg.ce.egs.cmvn)
+        log.info("decode %s with %s: %s (RTF %.3f)", split, name, res["best_wer"], res["rtf"])
+        out[split] = res
+    return out
+
+
+def stage_ce_decode(cfg: RunConfig) -> dict:
+    return _ce_decode(cfg, "blstm1")
+
+
+def stage_ce_realign(cfg: RunConfig) -> dict:
+    from kbind.decode.acoustic import AcousticModel
+    am = AcousticModel.load(_ce_dir(cfg) / "blstm1")
+    return _ce_align(cfg, am, _ce_dir(cfg) / "ali_blstm1", 0.1, 0.1)
+
+
+def stage_ce_train2(cfg: RunConfig) -> dict:
+    return _ce_train(cfg, "ali_blstm1", "blstm2")
+
+
+def stage_ce_decode2(cfg: RunConfig) -> dict:
+    return _ce_decode(cfg, "blstm2")
+
+
 STAGES = [("corpus", stage_corpus), ("features", stage_features), ("lang", stage_lang),
           ("lm", stage_lm), ("graphs", stage_graphs), ("oracle", stage_oracle),
           ("chain_prep", stage_chain_prep), ("chain_train", stage_chain_train),
-          ("chain_graph", stage_chain_graph), ("chain_decode", stage_chain_decode)]
+          ("chain_graph", stage_chain_graph), ("chain_decode", stage_chain_decode),
+          ("ce_align", stage_ce_align), ("ce_train", stage_ce_train),
+          ("ce_graph", stage_ce_graph), ("ce_decode", stage_ce_decode),
+          ("ce_realign", stage_ce_realign), ("ce_train2", stage_ce_train2),
+          ("ce_decode2", stage_ce_decode2)]
 
 
 def main(argv=None) -> int:
@@ -358,6 +486,23 @@ def main(argv=None) -> int:
             for split, res in result.items():
                 print(f"digits {split}, chain TDNN-F (flat-start), {res['utterances']} "
                       f"utterances, RTF {res['rtf']}:")
+                print(res["best_wer"])
+        if name in ("ce_align", "ce_realign"):
+            print(f"{name}: {result['utterances']} utterances aligned ({result['failed']} "
+                  f"failed, {result['retried']} retried), "
+                  f"{result['align_frames_per_second']} frames/s")
+        if name in ("ce_train", "ce_train2") and result:
+            for rec in result.get("epochs", []):
+                print(f"{name} epoch {rec['epoch']}: train objf {rec['train_objf']:.4f} "
+                      f"accuracy {rec['train_accuracy']:.3f}, valid objf "
+                      f"{rec.get('valid_objf', float('nan')):.4f} accuracy "
+                      f"{rec.get('valid_accuracy', float('nan')):.3f}")
+        if name in ("ce_decode", "ce_decode2"):
+            model = "blstm1 (chain alignments)" if name == "ce_decode" else \
+                "blstm2 (realigned by blstm1)"
+            for split, res in result.items():
+                print(f"digits {split}, CE BLSTM {model}, {res['utterances']} utterances, "
+                      f"RTF {res['rtf']}:")
                 print(res["best_wer"])
     log.info("all stages done in %.1f s", time.time() - t_all)
     if timings:

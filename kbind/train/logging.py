@@ -149,3 +149,27 @@ class MetricsWriter:
         self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+
+
+class log_to_file:
+    """``with log_to_file("train_ce", dir / "log" / "train.log"):`` -- also write
+    that logger's records to a file (Kaldi's per-job logs), and make sure
+    something prints them to stderr when the program has no logging set up."""
+
+    def __init__(self, logger: str, path):
+        self.logger = logging.getLogger(logger)
+        self.path = Path(path)
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO,
+                                format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+        self.handler = logging.FileHandler(self.path)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
+        self.logger.addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.handler.close()

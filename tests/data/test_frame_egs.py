@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from kbind.data.frame_egs import IGNORE, FrameEgs, FrameEgsConfig
 from kbind.nn import BLSTM, TDNN, BlstmConfig, TdnnConfig

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List
 
-import numpy as np
 import torch
 
 log = logging.getLogger("digits.chain")
@@ -176,9 +175,9 @@ def prepare_e2e(data_dir, lang_dir, out_dir, cfg: ChainPrepConfig, seed: int = 0
 # Graph, decoding
 # ---------------------------------------------------------------------------------------
 
-def make_chain_graph(data_dir, tree_dir, graph_dir) -> None:
+def make_chain_graph(data_dir, tree_dir, graph_dir, self_loop_scale: float = 1.0) -> None:
     """``data/lang_chain_test`` (lang_chain + lang_test's G.fst) and HCLG with
-    ``--self-loop-scale 1.0`` (chain models)."""
+    ``--self-loop-scale 1.0`` (chain models; 0.1 for CE models on the chain tree)."""
     from kbind.decode import make_hclg
     from kbind.hmm import ContextDependency, TransitionModel
     from kbind.hmm.lang import Lang
@@ -195,37 +194,22 @@ def make_chain_graph(data_dir, tree_dir, graph_dir) -> None:
     tm = TransitionModel.from_file(str(Path(tree_dir) / "0.trans_mdl"))
     G = Fst.from_file(str(lang_test / "G.fst"))
     t0 = time.time()
-    hclg = make_hclg(lang, G, tree, tm, self_loop_scale=1.0, graph_dir=str(graph_dir))
-    log.info("chain HCLG: %d states, %d arcs (%.1f s)", hclg.num_states, hclg.num_arcs,
-             time.time() - t0)
+    hclg = make_hclg(lang, G, tree, tm, self_loop_scale=self_loop_scale,
+                     graph_dir=str(graph_dir))
+    log.info("HCLG (self-loop-scale %g): %d states, %d arcs (%.1f s)", self_loop_scale,
+             hclg.num_states, hclg.num_arcs, time.time() - t0)
 
 
 def compute_loglikes(model, data_dir, cmvn: str = "speaker", norm_vars: bool = False,
                      max_frames_per_batch: int = 20000) -> Dict[str, torch.Tensor]:
-    """The chain output (used as log-likelihoods, no prior) of every utterance:
-    whole utterances with the model's context, edges padded by repetition."""
-    from kbind.chain.egs import FeatureSource, extract_with_padding
-    feats = FeatureSource(data_dir, cmvn, norm_vars)
-    lc, rc = model.left_context, model.right_context
-    model.eval()
-    out: Dict[str, torch.Tensor] = {}
-    utts = sorted(feats.utterances, key=feats.num_frames)
-    i = 0
-    with torch.no_grad():
-        while i < len(utts):
-            # batch utterances of equal length
-            n = feats.num_frames(utts[i])
-            j = i
-            while j < len(utts) and feats.num_frames(utts[j]) == n and \
-                    (j - i + 1) * (n + lc + rc) <= max_frames_per_batch:
-                j += 1
-            j = max(j, i + 1)
-            x = np.stack([extract_with_padding(feats(u), -lc, n + rc) for u in utts[i:j]])
-            y = model(torch.from_numpy(x)).output
-            for u, row in zip(utts[i:j], y):
-                out[u] = row.contiguous()
-            i = j
-    return out
+    """Log-likelihoods of every utterance of ``data_dir``: the chain output of a
+    chain model, or ``log_softmax - log prior`` of an
+    :class:`kbind.decode.acoustic.AcousticModel` with priors (whole utterances
+    with the model's context, edges padded by repetition)."""
+    from kbind.chain.egs import FeatureSource
+    from kbind.decode.acoustic import compute_loglikes as _compute
+    return _compute(model, FeatureSource(data_dir, cmvn, norm_vars),
+                    max_frames_per_batch=max_frames_per_batch)
 
 
 def decode_chain(model, data_dir, graph_dir, tree_dir, decode_dir, cfg: ChainDecodeConfig,
@@ -261,7 +245,8 @@ def decode_chain(model, data_dir, graph_dir, tree_dir, decode_dir, cfg: ChainDec
     res = score_decode_dir(out, lattices, refs, words,
                            lmwts=range(cfg.lmwt_min, cfg.lmwt_max + 1), wips=cfg.word_ins_penalty)
     best = res.best_wer_line()
-    frames = sum(int(x.shape[0]) for x in loglikes.values()) * 3
+    net = getattr(model, "model", model)
+    frames = sum(int(x.shape[0]) for x in loglikes.values()) * net.frame_subsampling_factor
     summary = {"utterances": len(utts), "failed": len(utts) - len(lattices),
                "nnet_seconds": round(t_nnet, 1), "decode_seconds": round(t_dec, 1),
                "rtf": round((t_nnet + t_dec) / (frames / 100.0), 4), "best_wer": best,
