@@ -182,12 +182,16 @@ def lattice_one_best(clat, lmwt: float = 1.0, wip: float = 0.0,
 def lattice_best_paths(lat, settings: Sequence[Tuple[float, float]]
                        ) -> List[Optional[List[int]]]:
     """Word ids of the best path for each ``(lmwt, wip)`` of ``settings``, as
-    :func:`lattice_one_best` gives them one at a time (identical results), in
-    one C call (``kb_lattice_best_paths``) on the lattice expanded once.
-    ``lat``: a CompactLattice or Lattice with unscaled acoustic costs."""
+    :func:`lattice_one_best` gives them one at a time, in one C call
+    (``kb_lattice_best_paths``). ``lat``: a CompactLattice or Lattice with
+    unscaled acoustic costs.
+
+    A CompactLattice is searched as it is: its paths are those of the
+    expanded Lattice with the same words and costs (the transition-id strings
+    only spread each arc's weight over a chain), so the best words are the
+    same; only exact ties between different word sequences could be broken
+    differently than on the expanded lattice."""
     from .. import _native
-    if hasattr(lat, "to_lattice"):
-        lat = lat.to_lattice()
     ns = lat.num_states
     k = len(settings)
     if k == 0:
@@ -197,7 +201,7 @@ def lattice_best_paths(lat, settings: Sequence[Tuple[float, float]]
     dst = t(np.ascontiguousarray(lat.arc_dst, dtype=np.int32))
     w = np.ascontiguousarray(lat.arc_weight, dtype=np.float32)
     g, a = t(np.ascontiguousarray(w[:, 0])), t(np.ascontiguousarray(w[:, 1]))
-    olab = t(np.ascontiguousarray(lat.arc_olabel, dtype=np.int32))
+    olab = t(np.ascontiguousarray(lat.arc_olabel, dtype=np.int32))  # words (acceptor)
     fin = np.ascontiguousarray(lat.final, dtype=np.float32)
     fg, fa = t(np.ascontiguousarray(fin[:, 0])), t(np.ascontiguousarray(fin[:, 1]))
     scales = torch.tensor([1.0 / float(lm) for lm, _ in settings], dtype=torch.float64)

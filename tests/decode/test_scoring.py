@@ -121,3 +121,18 @@ def test_best_paths_sweep_edge_cases():
                   [[1.0, 0.0], [1.0, 0.0]])
     with pytest.raises(NativeError, match="cycle"):
         lattice_best_paths(cyc, [(1.0, 0.0)])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_best_paths_sweep_on_compact_lattices(seed):
+    """On a CompactLattice the sweep searches the compact form directly; the
+    words equal those of the expanded lattice's best path (random costs: no ties)."""
+    import numpy as np
+    from kbind.decode.lattice_ops import determinize_lattice
+    from kbind.decode.scoring import lattice_best_paths
+    from tests.decode.test_lattice_ops import random_lattice
+    rng = np.random.default_rng(100 + seed)
+    clat = determinize_lattice(random_lattice(rng, ns=int(rng.integers(3, 14)), num_words=4))
+    settings = [(lm, wp) for lm in (0.5, 1.0, 3.0, 13.0) for wp in (0.0, 0.5, 2.0)]
+    for (lm, wp), g in zip(settings, lattice_best_paths(clat, settings)):
+        assert g == lattice_one_best(clat, lm, wp), (lm, wp)
