@@ -325,26 +325,34 @@ def oracle_loglikes(tm, ali, rng, margin=4.0):
 
 
 def random_alignment(graph: Fst, rng, T):
-    """A random complete path of exactly T frames through a training graph
-    (by rejection: walk, stop at a final state when T frames are used)."""
-    for _ in range(5000):
-        s, ali = graph.start, []
-        while len(ali) < T:
-            arcs = graph.arcs(s)
-            if not arcs:
-                break
-            d, i, _o, _w = arcs[int(rng.integers(len(arcs)))]
-            if i:
-                ali.append(i)
-            s = d
-        while len(ali) == T:  # epsilon arcs to a final state
-            if np.isfinite(graph.final[s]):
-                return ali
-            eps = [a for a in graph.arcs(s) if a[1] == 0]
-            if not eps:
-                break
-            s = eps[0][0]
-    raise AssertionError("no path found")
+    """A random complete path of exactly T emitting arcs through a training
+    graph: ok[t][s] = a final state is reachable from s with t more frames
+    (epsilon arcs go forward here), then a walk choosing among arcs that
+    keep it possible."""
+    ns = graph.num_states
+    arcs = [graph.arcs(s) for s in range(ns)]
+    order = _eps_topo_order(graph)[::-1]
+    ok = np.zeros((T + 1, ns), bool)
+    for t in range(T + 1):
+        for s in order:  # successors of epsilon arcs first
+            good = t == 0 and np.isfinite(graph.final[s])
+            for d, i, _o, _w in arcs[s]:
+                good = good or (ok[t, d] if i == 0 else (t > 0 and ok[t - 1, d]))
+            ok[t, s] = good
+    assert ok[T, graph.start], "no path of that length"
+    s, t, ali = graph.start, T, []
+    while not (t == 0 and np.isfinite(graph.final[s]) and rng.random() < 0.7):
+        choices = [(d, i) for d, i, _o, _w in arcs[s]
+                   if (ok[t, d] if i == 0 else (t > 0 and ok[t - 1, d]))]
+        if not choices:
+            break
+        d, i = choices[int(rng.integers(len(choices)))]
+        if i:
+            ali.append(i)
+            t -= 1
+        s = d
+    assert len(ali) == T and np.isfinite(graph.final[s])
+    return ali
 
 
 def test_scaled_transition_costs(setup):
