@@ -535,3 +535,28 @@ def test_add_transition_probs_only_touches_transition_arcs(setup):
     assert np.array_equal(out.arc_weight[k],
                           (raw.arc_weight[k] + c[raw.arc_ilabel[k]]).astype(np.float32))
     assert np.array_equal(out.final, raw.final) and np.array_equal(out.arc_dst, raw.arc_dst)
+
+
+@pytest.mark.parametrize("topology,pos", [("hmm", False), ("hmm", True), ("chain", False)])
+def test_monophone_compiler_equals_training_graph_compiler(tmp_path, topology, pos):
+    """The H-once compiler gives compile-train-graphs' graphs bit for bit."""
+    from kbind.align import MonophoneGraphCompiler
+    lang = toy_lang(tmp_path, topology, pos,
+                    words=[("x", ("AA",)), ("y", ("B", "IY")), ("z", ("AA", "B")),
+                           ("w", ("IY", "IY", "AA"))])
+    tree, tm = models(lang, seed=2)
+    ref = TrainingGraphCompiler(lang, tree, tm, transition_scale=0.0, self_loop_scale=0.0,
+                                disambig_phones=lang.disambig_phones)
+    fast = MonophoneGraphCompiler(lang, tree, tm)
+    al = ForcedAligner(tm, tree, lang)
+    assert isinstance(al.compiler, MonophoneGraphCompiler)
+    for words in (["x"], ["y", "x"], ["z", "z", "w"], ["w", "y", "x", "z", "x"], ["<unk>"]):
+        if words == ["<unk>"] and "<unk>" not in lang.words:
+            continue
+        ids = lang.word_ids(words)
+        assert fast.compile(ids).equal(ref.compile(ids)), words
+    biphone_tree, biphone_tm = models(lang, biphone=True)
+    with pytest.raises(ValueError, match="context width 1"):
+        MonophoneGraphCompiler(lang, biphone_tree, biphone_tm)
+    assert isinstance(ForcedAligner(biphone_tm, biphone_tree, lang).compiler,
+                      TrainingGraphCompiler)
