@@ -261,14 +261,28 @@ static int process_nonemitting(Align *a, double cutoff) {
   return 0;
 }
 
-static int cmp_float(const void *x, const void *y) {
-  float a = *(const float *)x, b = *(const float *)y;
-  return (a > b) - (a < b);
-}
-
-/* k-th smallest of v[0..n) (std::nth_element's value; n > k) */
+/* k-th smallest of v[0..n) (the value std::nth_element puts at k; n > k),
+   by quickselect; reorders v so that v[0..k) <= v[k] <= v[k+1..n). */
 static double kth_smallest(float *v, int32_t n, int32_t k) {
-  qsort(v, (size_t)n, sizeof(float), cmp_float);
+  int32_t lo = 0, hi = n - 1;
+  while (hi > lo) {
+    float pivot = v[lo + (hi - lo) / 2];
+    int32_t i = lo, j = hi;
+    while (i <= j) {
+      while (v[i] < pivot) i++;
+      while (v[j] > pivot) j--;
+      if (i <= j) {
+        float t = v[i];
+        v[i] = v[j];
+        v[j] = t;
+        i++;
+        j--;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else break; /* j < k < i: v[k] == pivot */
+  }
   return (double)v[k];
 }
 
@@ -458,6 +472,12 @@ int kb_align_compiled(int32_t num_states, int64_t num_arcs, int32_t start,
                                 weight, out_offsets, tid2pdf, num_tids, &h, err, errlen);
   if (rc != KB_OK) return rc;
   kb_decoder_graph_free(h, NULL, 0);
+  for (int64_t k = 0; k < num_arcs; k++)
+    if (weight[k] == -INFINITY)
+      return kb_fail(err, errlen, KB_EINVAL, "arc %lld has weight -inf", (long long)k);
+  for (int32_t s = 0; s < num_states; s++)
+    if (final_cost[s] == -INFINITY)
+      return kb_fail(err, errlen, KB_EINVAL, "final cost of state %d is -inf", (int)s);
   for (int32_t t = 1; t <= num_tids; t++)
     if (tid2pdf[t] >= num_cols)
       return kb_fail(err, errlen, KB_EINVAL, "transition-id %d maps to pdf-id %d, but the "

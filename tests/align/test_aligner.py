@@ -487,6 +487,8 @@ def test_bad_input(setup):
     cyc = Fst(2, 0, [INF, 0.0], [0, 1, 0], [1, 0, 1], [0, 0, 1], [0, 0, 0], [1.0, 1.0, 0.0])
     with pytest.raises(Exception, match="epsilon cycle"):
         search(cyc, t2p, x, o)
+    with pytest.raises(Exception, match="weight -inf"):
+        search(Fst(2, 0, [INF, 0.0], [0], [1], [1], [0], [-INF]), t2p, x, o)
     with pytest.raises(Exception, match="maps to pdf-id 3"):
         search(Fst(2, 0, [INF, 0.0], [0], [1], [1], [0], [0.0]), np.array([0, 3], np.int32),
                x, o)
