@@ -274,7 +274,7 @@ def search(graph: Union[AlignGraph, Fst], tid2pdf, loglikes: torch.Tensor,
     T = int(x.shape[0])
     final, off, dst, il, ol, w = g.arrays()
     ali = torch.empty(T, dtype=torch.int32)
-    cap = max(16, 2 * len(g.words) if g.words else 0)
+    cap = max(16, T + 1)  # each word of a training graph takes at least one frame
     words = torch.empty(cap, dtype=torch.int32)
     info = torch.zeros(3, dtype=torch.int32)
     costs = torch.zeros(3, dtype=torch.float32)
@@ -392,8 +392,6 @@ class ForcedAligner:
         tid2pdf = np.array(trans_model.tid2pdf, dtype=np.int32)
         tid2pdf[0] = 0
         self._tid2pdf = torch.from_numpy(tid2pdf)
-        self._costs = scaled_transition_costs(trans_model, opts.transition_scale,
-                                              opts.self_loop_scale)
 
     def __getstate__(self):
         d = dict(self.__dict__)
