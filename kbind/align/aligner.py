@@ -47,6 +47,7 @@ aligns utterances in parallel on a thread pool.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -388,6 +389,7 @@ class ForcedAligner:
         self.opts = opts
         self.graph_cache = int(graph_cache)
         self._cache: "OrderedDict[Tuple[int, ...], AlignGraph]" = OrderedDict()
+        self._lock = threading.Lock()
         self._compiler: Optional[TrainingGraphCompiler] = None
         tid2pdf = np.array(trans_model.tid2pdf, dtype=np.int32)
         tid2pdf[0] = 0
@@ -396,7 +398,12 @@ class ForcedAligner:
     def __getstate__(self):
         d = dict(self.__dict__)
         d["_compiler"] = None
+        d["_lock"] = None
         return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self._lock = threading.Lock()
 
     @property
     def num_pdfs(self) -> int:
@@ -408,14 +415,16 @@ class ForcedAligner:
         0; L.fst, tree and transition model kept between utterances): a
         :class:`MonophoneGraphCompiler` (H built once) for trees without
         context, else :class:`TrainingGraphCompiler`."""
-        if self._compiler is None:
-            try:
-                self._compiler = MonophoneGraphCompiler(self.lang, self.tree, self.trans_model)
-            except ValueError:
-                self._compiler = TrainingGraphCompiler(
-                    self.lang, self.tree, self.trans_model, transition_scale=0.0,
-                    self_loop_scale=0.0, disambig_phones=self.lang.disambig_phones)
-        return self._compiler
+        with self._lock:
+            if self._compiler is None:
+                try:
+                    self._compiler = MonophoneGraphCompiler(self.lang, self.tree,
+                                                            self.trans_model)
+                except ValueError:
+                    self._compiler = TrainingGraphCompiler(
+                        self.lang, self.tree, self.trans_model, transition_scale=0.0,
+                        self_loop_scale=0.0, disambig_phones=self.lang.disambig_phones)
+            return self._compiler
 
     def word_ids(self, transcript: TranscriptT) -> Tuple[int, ...]:
         items = list(transcript)
@@ -432,16 +441,18 @@ class ForcedAligner:
         ``compile-train-graphs`` makes it, prepared for :meth:`align`."""
         ids = self.word_ids(transcript)
         if self.graph_cache:
-            g = self._cache.get(ids)
-            if g is not None:
-                self._cache.move_to_end(ids)
-                return g
+            with self._lock:
+                g = self._cache.get(ids)
+                if g is not None:
+                    self._cache.move_to_end(ids)
+                    return g
         g = self.prepare(self.compiler.compile(ids))
         g.words = ids
         if self.graph_cache:
-            self._cache[ids] = g
-            while len(self._cache) > self.graph_cache:
-                self._cache.popitem(last=False)
+            with self._lock:
+                self._cache[ids] = g
+                while len(self._cache) > self.graph_cache:
+                    self._cache.popitem(last=False)
         return g
 
     def prepare(self, fst: Fst) -> AlignGraph:
@@ -470,13 +481,25 @@ class ForcedAligner:
                              f"transition model has {self.num_pdfs} pdfs")
         return x.detach().to(device="cpu", dtype=torch.float32).contiguous()
 
-    def align(self, key: str, graph: Union[AlignGraph, Fst], loglikes) -> AlignResult:
-        """Align one utterance. Failure to align (no final state reached with
+    def align(self, key: str, graph: Union[AlignGraph, Fst, TranscriptT],
+              loglikes) -> AlignResult:
+        """Align one utterance to a graph (:meth:`compile`'s, or a raw Fst
+        from ``compile-train-graphs``) or to a transcript (words or word ids;
+        compiled here, and a transcript that gives no graph -- a word
+        missing from the lexicon without an OOV word -- is a failure, as
+        compile-train-graphs' "Empty decoding graph").
+        Failure to align (no final state reached with
         the beam or retry beam, an empty graph, zero frames) gives an
         AlignResult with ``alignment=None`` and ``error`` set, and a warning;
         bad input (NaN / +inf loglikes, a graph with labels out of range,
         wrong shapes) raises ValueError naming the utterance."""
         o = self.opts
+        if not isinstance(graph, (AlignGraph, Fst)):
+            try:
+                graph = self.compile(graph)
+            except (KeyError, ValueError) as e:
+                return self._fail(key, len(loglikes), f"no training graph for the transcript: {e}",
+                                  False)
         g = self.prepare(graph)
         if (g.transition_scale, g.self_loop_scale, g.careful) != (
                 o.transition_scale, o.self_loop_scale, o.careful):

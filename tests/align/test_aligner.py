@@ -562,3 +562,22 @@ def test_monophone_compiler_equals_training_graph_compiler(tmp_path, topology, p
         MonophoneGraphCompiler(lang, biphone_tree, biphone_tm)
     assert isinstance(ForcedAligner(biphone_tm, biphone_tree, lang).compiler,
                       TrainingGraphCompiler)
+
+
+def test_align_transcripts_directly(setup, caplog):
+    lang, tree, tm = setup
+    al = ForcedAligner(tm, tree, lang, graph_cache=4)
+    rng = np.random.default_rng(11)
+    ali = random_alignment(al.compiler.compile(al.word_ids(["y", "x"])), rng, 30)
+    ll = oracle_loglikes(tm, ali, rng, margin=8.0)
+    s_id = lang.words["<s>"]  # a word id with no pronunciation: no training graph
+    with caplog.at_level(logging.WARNING, logger="kbind.align"):
+        res = al.align_many([("words", ["y", "x"], ll), ("ids", al.word_ids(["y", "x"]), ll),
+                             ("graph", al.compile(["y", "x"]), ll), ("nograph", [s_id], ll)],
+                            num_threads=2)
+    assert [r.ok for r in res] == [True, True, True, False]
+    assert res[0].alignment.tolist() == res[1].alignment.tolist() == \
+        res[2].alignment.tolist()
+    assert np.array_equal(ali_to_pdf(tm, res[0].alignment), tm.tid2pdf[ali])
+    assert "no training graph" in res[3].error and res[3].num_frames == 30
+    assert "nograph" in caplog.text
