@@ -17,8 +17,10 @@
  *     frame, elements of a bucket in insertion order; hash_size starts at
  *     1000 and grows to hash_ratio * active tokens, and is kept across the
  *     retry, as the same decoder object is reused);
- *   - GetCutoff (beam, max_active, min_active, nth_element semantics,
- *     adaptive beam in float), ProcessEmitting (the best token's arcs first
+ *   - GetCutoff (beam, max_active, min_active, nth_element semantics on
+ *     the costs rounded to float as Kaldi's tmp_array_ holds them, so a
+ *     max_active / min_active cutoff is a float value; adaptive beam in
+ *     float), ProcessEmitting (the best token's arcs first
  *     to bound next_weight_cutoff, then every token under the cutoff in list
  *     order, a new token kept if new_weight < next_weight_cutoff, an
  *     existing element's token replaced only by a strictly cheaper one),
@@ -85,7 +87,7 @@ typedef struct {
   /* scratch */
   int32_t *queue;
   int32_t queue_cap, queue_len;
-  double *tmp;
+  float *tmp; /* Kaldi's tmp_array_ is std::vector<BaseFloat> */
   int32_t tmp_cap;
   int oom;
 } Align;
@@ -259,15 +261,29 @@ static int process_nonemitting(Align *a, double cutoff) {
   return 0;
 }
 
-static int cmp_double(const void *x, const void *y) {
-  double a = *(const double *)x, b = *(const double *)y;
-  return (a > b) - (a < b);
-}
-
-/* k-th smallest of v[0..n) (std::nth_element's value; n > k) */
-static double kth_smallest(double *v, int32_t n, int32_t k) {
-  qsort(v, (size_t)n, sizeof(double), cmp_double);
-  return v[k];
+/* k-th smallest of v[0..n) (the value std::nth_element puts at k; n > k),
+   by quickselect; reorders v so that v[0..k) <= v[k] <= v[k+1..n). */
+static double kth_smallest(float *v, int32_t n, int32_t k) {
+  int32_t lo = 0, hi = n - 1;
+  while (hi > lo) {
+    float pivot = v[lo + (hi - lo) / 2];
+    int32_t i = lo, j = hi;
+    while (i <= j) {
+      while (v[i] < pivot) i++;
+      while (v[j] > pivot) j--;
+      if (i <= j) {
+        float t = v[i];
+        v[i] = v[j];
+        v[j] = t;
+        i++;
+        j--;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else break; /* j < k < i: v[k] == pivot */
+  }
+  return (double)v[k];
 }
 
 /* GetCutoff over the list starting at head. */
@@ -291,11 +307,11 @@ static double get_cutoff(Align *a, int32_t head, int32_t *tok_count, float *adap
   int32_t n = 0;
   for (int32_t e = head; e >= 0; e = a->el[e].tail, count++) {
     double w = a->tok[a->el[e].val].cost;
-    if (grow_buf((void **)&a->tmp, &a->tmp_cap, (int64_t)n + 1, sizeof(double))) {
+    if (grow_buf((void **)&a->tmp, &a->tmp_cap, (int64_t)n + 1, sizeof(float))) {
       a->oom = 1;
       return NAN;
     }
-    a->tmp[n++] = w;
+    a->tmp[n++] = (float)w; /* rounded to float, as Kaldi stores it */
     if (w < best_cost) {
       best_cost = w;
       *best_elem = e;
@@ -456,6 +472,12 @@ int kb_align_compiled(int32_t num_states, int64_t num_arcs, int32_t start,
                                 weight, out_offsets, tid2pdf, num_tids, &h, err, errlen);
   if (rc != KB_OK) return rc;
   kb_decoder_graph_free(h, NULL, 0);
+  for (int64_t k = 0; k < num_arcs; k++)
+    if (weight[k] == -INFINITY)
+      return kb_fail(err, errlen, KB_EINVAL, "arc %lld has weight -inf", (long long)k);
+  for (int32_t s = 0; s < num_states; s++)
+    if (final_cost[s] == -INFINITY)
+      return kb_fail(err, errlen, KB_EINVAL, "final cost of state %d is -inf", (int)s);
   for (int32_t t = 1; t <= num_tids; t++)
     if (tid2pdf[t] >= num_cols)
       return kb_fail(err, errlen, KB_EINVAL, "transition-id %d maps to pdf-id %d, but the "

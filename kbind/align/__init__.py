@@ -11,10 +11,10 @@
 """
 
 from .aligner import (AlignGraph, AlignOptions, AlignResult, ForcedAligner,
-                      add_transition_probs, careful_graph, min_frames_needed,
-                      scaled_transition_costs)
+                      MonophoneGraphCompiler, add_transition_probs, careful_graph,
+                      min_frames_needed, scaled_transition_costs)
 from .alidir import AlignmentDir, read_alignments, write_alignments
 
 __all__ = ["AlignOptions", "AlignResult", "AlignGraph", "ForcedAligner", "write_alignments",
            "read_alignments", "AlignmentDir", "add_transition_probs", "careful_graph",
-           "min_frames_needed", "scaled_transition_costs"]
+           "min_frames_needed", "scaled_transition_costs", "MonophoneGraphCompiler"]

@@ -47,6 +47,7 @@ aligns utterances in parallel on a thread pool.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -62,7 +63,8 @@ from ..hmm.transition_model import TransitionModel
 from ..hmm.tree import ContextDependency
 from ..io.fst import Fst
 
-__all__ = ["AlignOptions", "AlignResult", "AlignGraph", "ForcedAligner",
+__all__ = ["AlignOptions", "AlignResult", "AlignGraph", "ForcedAligner", "search",
+           "MonophoneGraphCompiler",
            "scaled_transition_costs", "add_transition_probs", "careful_graph",
            "min_frames_needed"]
 
@@ -255,6 +257,103 @@ def min_frames_needed(fst: Fst) -> Optional[int]:
     return int(dist[fin].min())
 
 
+def search(graph: Union[AlignGraph, Fst], tid2pdf, loglikes: torch.Tensor,
+           opts: AlignOptions):
+    """The C search (:c:func:`kb_align_compiled`) on a graph used as given
+    (no transition probabilities added). ``tid2pdf``: int32 array / tensor
+    indexed by transition-id (entry 0 unused; its length - 1 is the number
+    of transition-ids); ``loglikes``: (T, D) float32 CPU tensor.
+
+    Returns ``(ok, retried, alignment, words, costs)``: ``ok`` False when no
+    final state was reached (then alignment and words are None); costs =
+    (graph cost, scaled acoustic cost, log-likelihood). Raises
+    :class:`kbind._native.NativeError` on bad input."""
+    g = graph if isinstance(graph, AlignGraph) else AlignGraph(graph, 0.0, 0.0, False)
+    t2p = tid2pdf if isinstance(tid2pdf, torch.Tensor) else torch.from_numpy(
+        np.array(tid2pdf, dtype=np.int32))
+    x = loglikes.contiguous()
+    T = int(x.shape[0])
+    final, off, dst, il, ol, w = g.arrays()
+    ali = torch.empty(T, dtype=torch.int32)
+    cap = max(16, T + 1)  # each word of a training graph takes at least one frame
+    words = torch.empty(cap, dtype=torch.int32)
+    info = torch.zeros(3, dtype=torch.int32)
+    costs = torch.zeros(3, dtype=torch.float32)
+    p = _native.ptr
+    _native.call("kb_align_compiled", g.num_states, int(dst.numel()), g.start, p(final), p(off),
+                 p(dst), p(il), p(ol), p(w), p(t2p, "tid2pdf"), int(t2p.numel()) - 1,
+                 p(x, "loglikes"), T, int(x.shape[1]), float(opts.acoustic_scale),
+                 float(opts.beam), float(opts.retry_beam), int(opts.max_active),
+                 int(opts.min_active), float(opts.beam_delta), float(opts.hash_ratio), p(ali),
+                 p(words), cap, p(info), p(costs))
+    retried = bool(info[1])
+    if not info[0]:
+        return False, retried, None, None, costs.numpy()
+    nw = int(info[2])
+    wd = words[:nw].numpy().copy() if nw <= cap else None
+    return True, retried, ali.numpy(), wd, costs.numpy()
+
+
+class MonophoneGraphCompiler:
+    """``compile-train-graphs`` for trees without phonetic context
+    (``context_width == 1``, monophone trees such as flat-start chain and
+    mono0 trees), with the H transducer built once.
+
+    With N = 1 the context FST only renames each phone to its context
+    window ``[p]``, so ``H o C o (L o W)`` equals ``H' o (L o W)`` where H'
+    is ``GetHTransducer`` over the windows ``ilabel_info[p] = [p]`` for every
+    phone id (``[-d]`` for disambiguation phones): one H for all utterances,
+    and no context composition. The graphs are the same FSTs as
+    :class:`kbind.hmm.graph_compiler.TrainingGraphCompiler` gives, bit for
+    bit (checked in the tests), at about half the cost. Only used when L has
+    no disambiguation symbols on its input side (L.fst, as
+    compile-train-graphs is given it).
+    """
+
+    def __init__(self, lang: Lang, tree: ContextDependency, trans_model: TransitionModel,
+                 transition_scale: float = 0.0, self_loop_scale: float = 0.0):
+        import kaldifst
+
+        from ..hmm.graph_compiler import make_h_transducer
+        if tree.context_width != 1:
+            raise ValueError("MonophoneGraphCompiler needs a tree with context width 1")
+        dis = set(lang.disambig_phones)
+        if np.isin(lang.L.arc_ilabel, sorted(dis)).any():
+            raise ValueError("L has disambiguation symbols on its input side")
+        # window [p] for each phone of the model; anything else in phones.txt
+        # (#0, #1, ...) gets a disambiguation window, as in Kaldi's ilabel_info
+        real = set(int(p) for p in trans_model.phones) - dis
+        max_phone = max(i for _s, i in lang.phones.items())
+        info = [[]] + [([p] if p in real else [-p]) for p in range(1, max_phone + 1)]
+        H, self._dis_h = make_h_transducer(info, tree, trans_model, transition_scale)
+        self._H = H.to_kaldifst()
+        kaldifst.arcsort(self._H, sort_type="olabel")
+        self._L = lang.L.to_kaldifst()
+        kaldifst.arcsort(self._L, sort_type="olabel")
+        self.trans_model = trans_model
+        self.self_loop_scale = float(self_loop_scale)
+
+    def compile(self, word_ids: Sequence[int]) -> Fst:
+        import kaldifst
+
+        from ..hmm.graph_compiler import add_self_loops
+        lw = kaldifst.compose(self._L, kaldifst.make_linear_acceptor([int(w) for w in word_ids]))
+        if lw.start < 0 or lw.num_states == 0:
+            raise ValueError(f"empty composition of L with transcript {list(word_ids)} "
+                             "(word not in the lexicon?)")
+        g = kaldifst.compose(self._H, lw)
+        if g.start < 0:
+            raise ValueError("empty training graph")
+        kaldifst.determinize_star(g, use_log=True)
+        kaldifst.minimize_encoded(g)
+        fst = Fst.from_kaldifst(g)
+        if self._dis_h and np.isin(fst.arc_ilabel, self._dis_h).any():
+            raise ValueError(f"transcript {list(word_ids)}: L produced a phone that is not in "
+                             "the transition model")
+        return add_self_loops(fst, self.trans_model, self.self_loop_scale, True,
+                              disambig_syms=(), check_no_self_loops=True)
+
+
 # -- the aligner -------------------------------------------------------------------------
 
 TranscriptT = Union[Sequence[str], Sequence[int], np.ndarray]
@@ -290,31 +389,42 @@ class ForcedAligner:
         self.opts = opts
         self.graph_cache = int(graph_cache)
         self._cache: "OrderedDict[Tuple[int, ...], AlignGraph]" = OrderedDict()
+        self._lock = threading.Lock()
         self._compiler: Optional[TrainingGraphCompiler] = None
         tid2pdf = np.array(trans_model.tid2pdf, dtype=np.int32)
         tid2pdf[0] = 0
         self._tid2pdf = torch.from_numpy(tid2pdf)
-        self._costs = scaled_transition_costs(trans_model, opts.transition_scale,
-                                              opts.self_loop_scale)
 
     def __getstate__(self):
         d = dict(self.__dict__)
         d["_compiler"] = None
+        d["_lock"] = None
         return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self._lock = threading.Lock()
 
     @property
     def num_pdfs(self) -> int:
         return self.trans_model.num_pdfs
 
     @property
-    def compiler(self) -> TrainingGraphCompiler:
+    def compiler(self):
         """``compile-train-graphs``' compiler (transition and self-loop scales
-        0; L.fst, tree and transition model kept between utterances)."""
-        if self._compiler is None:
-            self._compiler = TrainingGraphCompiler(
-                self.lang, self.tree, self.trans_model, transition_scale=0.0,
-                self_loop_scale=0.0, disambig_phones=self.lang.disambig_phones)
-        return self._compiler
+        0; L.fst, tree and transition model kept between utterances): a
+        :class:`MonophoneGraphCompiler` (H built once) for trees without
+        context, else :class:`TrainingGraphCompiler`."""
+        with self._lock:
+            if self._compiler is None:
+                try:
+                    self._compiler = MonophoneGraphCompiler(self.lang, self.tree,
+                                                            self.trans_model)
+                except ValueError:
+                    self._compiler = TrainingGraphCompiler(
+                        self.lang, self.tree, self.trans_model, transition_scale=0.0,
+                        self_loop_scale=0.0, disambig_phones=self.lang.disambig_phones)
+            return self._compiler
 
     def word_ids(self, transcript: TranscriptT) -> Tuple[int, ...]:
         items = list(transcript)
@@ -331,16 +441,18 @@ class ForcedAligner:
         ``compile-train-graphs`` makes it, prepared for :meth:`align`."""
         ids = self.word_ids(transcript)
         if self.graph_cache:
-            g = self._cache.get(ids)
-            if g is not None:
-                self._cache.move_to_end(ids)
-                return g
+            with self._lock:
+                g = self._cache.get(ids)
+                if g is not None:
+                    self._cache.move_to_end(ids)
+                    return g
         g = self.prepare(self.compiler.compile(ids))
         g.words = ids
         if self.graph_cache:
-            self._cache[ids] = g
-            while len(self._cache) > self.graph_cache:
-                self._cache.popitem(last=False)
+            with self._lock:
+                self._cache[ids] = g
+                while len(self._cache) > self.graph_cache:
+                    self._cache.popitem(last=False)
         return g
 
     def prepare(self, fst: Fst) -> AlignGraph:
@@ -369,13 +481,25 @@ class ForcedAligner:
                              f"transition model has {self.num_pdfs} pdfs")
         return x.detach().to(device="cpu", dtype=torch.float32).contiguous()
 
-    def align(self, key: str, graph: Union[AlignGraph, Fst], loglikes) -> AlignResult:
-        """Align one utterance. Failure to align (no final state reached with
+    def align(self, key: str, graph: Union[AlignGraph, Fst, TranscriptT],
+              loglikes) -> AlignResult:
+        """Align one utterance to a graph (:meth:`compile`'s, or a raw Fst
+        from ``compile-train-graphs``) or to a transcript (words or word ids;
+        compiled here, and a transcript that gives no graph -- a word
+        missing from the lexicon without an OOV word -- is a failure, as
+        compile-train-graphs' "Empty decoding graph").
+        Failure to align (no final state reached with
         the beam or retry beam, an empty graph, zero frames) gives an
         AlignResult with ``alignment=None`` and ``error`` set, and a warning;
         bad input (NaN / +inf loglikes, a graph with labels out of range,
         wrong shapes) raises ValueError naming the utterance."""
         o = self.opts
+        if not isinstance(graph, (AlignGraph, Fst)):
+            try:
+                graph = self.compile(graph)
+            except (KeyError, ValueError) as e:
+                return self._fail(key, len(loglikes), f"no training graph for the transcript: {e}",
+                                  False)
         g = self.prepare(graph)
         if (g.transition_scale, g.self_loop_scale, g.careful) != (
                 o.transition_scale, o.self_loop_scale, o.careful):
@@ -387,26 +511,13 @@ class ForcedAligner:
             return self._fail(key, T, "empty training graph", False)
         if T == 0:
             return self._fail(key, T, "zero-length utterance", False)
-        final, off, dst, il, ol, w = g.arrays()
-        ali = torch.empty(T, dtype=torch.int32)
-        cap = max(16, len(g.words) if g.words else 0)
-        words = torch.empty(cap, dtype=torch.int32)
-        info = torch.zeros(3, dtype=torch.int32)
-        costs = torch.zeros(3, dtype=torch.float32)
-        p = _native.ptr
         try:
-            _native.call("kb_align_compiled", g.num_states, int(dst.numel()), g.start,
-                         p(final), p(off), p(dst), p(il), p(ol), p(w), p(self._tid2pdf),
-                         self.trans_model.num_transition_ids, p(x), T, int(x.shape[1]),
-                         float(o.acoustic_scale), float(o.beam), float(o.retry_beam),
-                         int(o.max_active), int(o.min_active), float(o.beam_delta),
-                         float(o.hash_ratio), p(ali), p(words), cap, p(info), p(costs))
+            ok, retried, ali, words, costs = search(g, self._tid2pdf, x, o)
         except _native.NativeError as e:
             raise ValueError(f"utterance {key}: {e}") from None
-        retried = bool(info[1])
         if retried:
             log.info("retried utterance %s with beam %g", key, o.retry_beam)
-        if not info[0]:
+        if not ok:
             need = min_frames_needed(g.fst)
             if need is None:
                 why = "no final state is reachable in the training graph"
@@ -417,11 +528,8 @@ class ForcedAligner:
                 why = (f"no final state reached with beam {o.beam:g}"
                        + (f" or retry beam {o.retry_beam:g}" if o.retry_beam else ""))
             return self._fail(key, T, why, retried)
-        nw = int(info[2])
-        wd = words[:min(nw, cap)].numpy().copy() if nw <= cap else None
-        c = costs.numpy()
-        return AlignResult(key, ali.numpy(), float(c[2]), retried, None, T, wd,
-                           float(c[0]), float(c[1]))
+        return AlignResult(key, ali, float(costs[2]), retried, None, T, words,
+                           float(costs[0]), float(costs[1]))
 
     @staticmethod
     def _fail(key: str, T: int, why: str, retried: bool) -> AlignResult:
