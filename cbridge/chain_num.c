@@ -159,11 +159,11 @@ int kb_chain_num_forward_backward(int32_t num_sequences, int32_t num_frames, int
   KbNumArgs g = {S, T, D, lengths, state_offsets, arc_offsets, start, arc_src, arc_dst,
                  arc_pdf, arc_logprob, final_logprob, offsets, nnet_output_f, nnet_output_d,
                  post_f, post_d, logprob, bad};
-  /* scratch per thread: alpha (maxL + 1) x maxN, sigma maxL + 1, three state
-     vectors, one arc vector, in REAL */
+  /* scratch per thread, in REAL: alpha (maxL + 1) x maxN, sigma maxL + 1, four
+     state vectors, one arc vector, the gathered outputs maxL x maxA */
   size_t rs = compute_double ? sizeof(double) : sizeof(float);
   size_t nreal = (size_t)(maxL + 1) * (size_t)maxN + (size_t)(maxL + 1) + 4 * (size_t)maxN +
-                 (size_t)maxA;
+                 (size_t)(maxL + 1) * (size_t)maxA;
   int nomem = 0;
   int nt = 1;
 #ifdef _OPENMP
@@ -221,28 +221,48 @@ static void SFX(kb_num_sequence)(const KbNumArgs *g, int32_t s, REAL *ws) {
   REAL *acc = m + N;                           /* N: running sums */
   REAL *bnext = acc + N, *bcur = bnext + N;    /* N each: betas */
   REAL *v = bcur + N;                          /* A: per-arc values */
+  REAL *ya = v + A;                            /* L x A: the outputs arcs read */
   double *logprob = g->logprob + s;
 
   if (g->post_f) memset(g->post_f + row0 * D, 0, (size_t)g->T * D * sizeof(float));
   if (g->post_d) memset(g->post_d + row0 * D, 0, (size_t)g->T * D * sizeof(double));
   if (g->bad) g->bad[s] = -1;
 
-  /* non-finite outputs at the entries the arcs read: the sequence is not scored */
+  /* gather the outputs the arcs read, ya[t][a] (independent loads: the
+     misses overlap), and check them: NaN / +inf -> the sequence is not scored */
   for (int64_t t = 0; t < L; t++) {
     size_t r = (row0 + (size_t)t) * D;
-    for (int64_t a = 0; a < A; a++) {
-      int bad = g->y_f ? kb_num_bad_f(g->y_f[r + pdf[a]]) : kb_num_bad_d(g->y_d[r + pdf[a]]);
-      if (bad) {
-        if (g->bad) g->bad[s] = t * (int64_t)D + pdf[a];
-        *logprob = NAN;
-        return;
+    REAL *yt = ya + (size_t)t * A;
+    int bad = 0;
+    if (g->y_f) {
+      const float *yr = g->y_f + r;
+      for (int64_t a = 0; a < A; a++) {
+        float x = yr[pdf[a]];
+        bad |= kb_num_bad_f(x);
+        yt[a] = (REAL)x;
       }
+    } else {
+      const double *yr = g->y_d + r;
+      for (int64_t a = 0; a < A; a++) {
+        double x = yr[pdf[a]];
+        bad |= kb_num_bad_d(x);
+        yt[a] = (REAL)x;
+      }
+    }
+    if (bad) {
+      for (int64_t a = 0; a < A; a++) {
+        int b = g->y_f ? kb_num_bad_f(g->y_f[r + pdf[a]]) : kb_num_bad_d(g->y_d[r + pdf[a]]);
+        if (b) {
+          if (g->bad) g->bad[s] = t * (int64_t)D + pdf[a];
+          break;
+        }
+      }
+      *logprob = NAN;
+      return;
     }
   }
 
-#define KB_Y(t, a)                                                                    \
-  (g->y_f ? (REAL)g->y_f[(row0 + (size_t)(t)) * D + pdf[a]]                          \
-          : (REAL)g->y_d[(row0 + (size_t)(t)) * D + pdf[a]])
+#define KB_Y(t, a) ya[(size_t)(t) * A + (a)]
 
   /* forward */
   for (int64_t h = 0; h < N; h++) alpha[h] = -INFINITY;

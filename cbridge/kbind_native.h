@@ -279,7 +279,7 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
  * [1, num_frames], a start / arc state or pdf-id out of range, a NaN or +inf
  * arc or final log-prob, a non-finite offset; KB_ENOMEM if scratch cannot be
  * allocated (per thread, in the compute precision: (max L + 1) * (max states
- * + 1) + 4 * max states + max arcs values).
+ * + max arcs + 1) + 4 * max states values).
  */
 int kb_chain_num_forward_backward(int32_t num_sequences, int32_t num_frames, int32_t num_pdfs,
                                   const int64_t *lengths, const int64_t *state_offsets,
