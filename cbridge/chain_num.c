@@ -124,6 +124,8 @@ int kb_chain_num_forward_backward(int32_t num_sequences, int32_t num_frames, int
     if (offsets && !isfinite(offsets[s]))
       return kb_fail(err, errlen, KB_EINVAL, "numerator: sequence %d: offset is not finite",
                      (int)s);
+    if (na > 0 && (!arc_src || !arc_dst || !arc_pdf || !arc_logprob))
+      return kb_fail(err, errlen, KB_EINVAL, "numerator: arc arrays are NULL");
     if (n > maxN) maxN = n;
     if (na > maxA) maxA = na;
     if (lengths[s] > maxL) maxL = lengths[s];
@@ -153,8 +155,6 @@ int kb_chain_num_forward_backward(int32_t num_sequences, int32_t num_frames, int
                        (int)s, (long long)(h - state_offsets[s]), f);
     }
   }
-  if (maxA > 0 && (!arc_src || !arc_dst || !arc_pdf || !arc_logprob))
-    return kb_fail(err, errlen, KB_EINVAL, "numerator: arc arrays are NULL");
 
   KbNumArgs g = {S, T, D, lengths, state_offsets, arc_offsets, start, arc_src, arc_dst,
                  arc_pdf, arc_logprob, final_logprob, offsets, nnet_output_f, nnet_output_d,
@@ -162,6 +162,10 @@ int kb_chain_num_forward_backward(int32_t num_sequences, int32_t num_frames, int
   /* scratch per thread, in REAL: alpha (maxL + 1) x maxN, sigma maxL + 1, four
      state vectors, one arc vector, the gathered outputs maxL x maxA */
   size_t rs = compute_double ? sizeof(double) : sizeof(float);
+  if ((double)(maxL + 1) * (double)(maxN + maxA + 5) * (double)rs > 1e15)
+    return kb_fail(err, errlen, KB_ENOMEM,
+                   "numerator: scratch for %lld frames x (%lld states + %lld arcs) is too large",
+                   (long long)maxL, (long long)maxN, (long long)maxA);
   size_t nreal = (size_t)(maxL + 1) * (size_t)maxN + (size_t)(maxL + 1) + 4 * (size_t)maxN +
                  (size_t)(maxL + 1) * (size_t)maxA;
   int nomem = 0;

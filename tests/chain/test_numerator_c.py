@@ -246,3 +246,51 @@ def test_api_errors():
         numerator_logprob(sup, torch.zeros(1, 10, 9), impl="cuda")
     with pytest.raises(ValueError, match="impl='c' is not possible: the C kernel runs on CPU"):
         numerator_logprob(sup, torch.zeros(1, 10, 9, device="meta"), impl="c")
+
+
+def test_raw_kernel_fuzz_never_crashes():
+    """Random graphs, weights and outputs, half of them with one corrupted
+    field (sizes consistent): the kernel either scores (posteriors finite, zero
+    for sequences whose log-prob is not finite) or reports an error."""
+    rng = np.random.default_rng(7)
+    ok = failed = 0
+    for it in range(300):
+        S, T, D = int(rng.integers(1, 4)), int(rng.integers(1, 6)), int(rng.integers(1, 5))
+        n = rng.integers(1, 4, S)
+        na = rng.integers(0, 6, S)
+        A, N = int(na.sum()), int(n.sum())
+        arc_n = np.repeat(n, na)
+        f = dict(S=S, T=T, D=D, lengths=rng.integers(1, T + 1, S),
+                 state_offsets=np.concatenate([[0], np.cumsum(n)]),
+                 arc_offsets=np.concatenate([[0], np.cumsum(na)]),
+                 start=rng.integers(0, n), src=rng.integers(0, arc_n), dst=rng.integers(0, arc_n),
+                 pdf=rng.integers(0, D, A), lp=rng.normal(0, 2, A),
+                 final=np.where(rng.random(N) < 0.5, -np.inf, rng.normal(0, 1, N)))
+        bad = None
+        if it % 2:
+            bad = str(rng.choice(["lengths", "start", "src", "dst", "pdf", "lp", "final"]))
+            a = np.array(f[bad], dtype=np.float64 if bad in ("lp", "final") else np.int64)
+            if a.size:
+                k = int(rng.integers(a.size))
+                a[k] = rng.choice({"lengths": [0, T + 1], "start": [-1, 99], "src": [-1, 99],
+                                   "dst": [-1, 99], "pdf": [-1, D], "lp": [np.nan, np.inf],
+                                   "final": [np.nan, np.inf]}[bad])
+                f[bad] = a
+        f = {k: (tuple(v.tolist()) if isinstance(v, np.ndarray) else v) for k, v in f.items()}
+        y = torch.from_numpy(rng.normal(0, 1, (S, T, D))).float()
+        if it % 3 == 0:
+            y.view(-1)[int(rng.integers(y.numel()))] = float(rng.choice([np.nan, np.inf, -np.inf]))
+        try:
+            lpr, post = _raw_call(y=y, **f)
+        except _native.NativeError:
+            failed += 1
+            continue
+        ok += 1
+        assert torch.isfinite(post).all()
+        for s in range(S):
+            if not torch.isfinite(lpr[s]):
+                assert torch.all(post[s] == 0)
+            else:
+                L = f["lengths"][s]
+                assert torch.allclose(post[s, :L].sum(-1), torch.ones(L), atol=1e-4)
+    assert ok > 100 and failed > 50
