@@ -15,10 +15,12 @@ posteriors) with ``impl="c"`` and ``impl="torch"`` on 1 and 2 threads, for
 * ``eq``: all sequences T = 100 frames (the trainer's "similar" batching);
 * ``mixed``: T uniform in [50, 150] in one batch (padded to 150).
 
-Times are the minimum (and median) wall time over ``--reps`` runs, with the
-supervision's arrays cached (``prep`` reports building them for a fresh
+Times are the minimum (and median) wall time over ``--reps`` runs (torch:
+``reps - 1``), with the supervision's arrays cached (``prep`` reports building them for a fresh
 Supervision, which the trainer pays once per minibatch). Also reported: graph
-sizes (states/arcs per sequence) and the C/torch agreement.
+sizes (states/arcs per sequence), the C forward alone, the time to allocate and
+zero an (S, T, D) float32 tensor (the floor for any kernel returning dense
+posteriors: on a fresh buffer it is page faults) and the C/torch agreement.
 
 Usage: ``python scripts/bench/bench_chain_num.py [--reps N] [--quick]``.
 """
@@ -113,19 +115,22 @@ def main(argv=None) -> dict:
                 for impl in ("c", "torch"):
                     if impl == "torch" and args.quick and nt == 2:
                         continue
-                    r = numerator_forward_backward(sup, y, impl=impl)    # warm-up / cache
-                    out[impl] = r
+                    if nt == 1:      # warm-up (builds the cached arrays), kept for checks
+                        out[impl] = numerator_forward_backward(sup, y, impl=impl)
                     tmin, tmed = _time(lambda: numerator_forward_backward(sup, y, impl=impl),
                                        reps if impl == "c" else max(1, reps - 1))
                     res[f"{name}_{impl}_{nt}t_ms"] = round(1e3 * tmin, 1)
                     res[f"{name}_{impl}_{nt}t_median_ms"] = round(1e3 * tmed, 1)
                     print(f"{name} {impl} {nt}t: {1e3 * tmin:.1f} ms (median {1e3 * tmed:.1f})",
                           flush=True)
-            # forward only (C): what the C kernel costs beyond zeroing (S, T, D)
+            # forward only (C), and allocating + zeroing an (S, T, D) float32 tensor:
+            # the floor of any dense-posterior API (page faults of a fresh buffer)
             torch.set_num_threads(1)
             tmin, _ = _time(lambda: numerator_forward_backward(sup, y, impl="c",
                                                                compute_posteriors=False), reps)
             res[f"{name}_c_1t_forward_only_ms"] = round(1e3 * tmin, 1)
+            tmin, _ = _time(lambda: torch.empty(S, T, D).zero_(), reps)
+            res[f"{name}_alloc_zero_STD_ms"] = round(1e3 * tmin, 1)
             res[f"{name}_speedup_1t"] = round(res[f"{name}_torch_1t_ms"] /
                                               res[f"{name}_c_1t_ms"], 1)
             a, b = out["c"], out["torch"]
