@@ -301,4 +301,58 @@ int kb_align_compiled(int32_t num_states, int64_t num_arcs, int32_t start,
                       size_t errlen);
 /* ==== end of forced alignment ============================================= */
 
+/* ==== chain numerator (cbridge/chain_num.c) ==== */
+/*
+ * Chain numerator forward-backward in log space (Kaldi's
+ * NumeratorComputation / GenericNumeratorComputation; see
+ * kbind/chain/numerator.py) over S sequences, each with its own FST and
+ * number of frames.
+ * FSTs (sequence s owns states [state_offsets[s], state_offsets[s+1]) of the
+ * per-state arrays and arcs [arc_offsets[s], arc_offsets[s+1]) of the per-arc
+ * arrays; state ids are LOCAL to the sequence; any arc order, sorted by
+ * source is fastest):
+ *   start[S]: local start state;
+ *   arc_src/arc_dst[A]: local states; arc_pdf[A] in [0, num_pdfs);
+ *   arc_logprob[A]: -cost (finite or -inf), for e2e supervision already
+ *     shifted by the start-arc offset (Kaldi's GenericNumeratorComputation);
+ *   final_logprob[N]: -final cost (-inf = not final);
+ *   offsets[S] (may be NULL = 0): subtracted from each log-prob.
+ * lengths[S] in [1, num_frames]: frames of each sequence; frames past a
+ *   sequence's length are never read.
+ * nnet_output: [S][num_frames][num_pdfs] row-major, exactly one of
+ *   nnet_output_f (float32) / nnet_output_d (float64) non-NULL, read in place.
+ * compute_double: 0 = float arithmetic (Kaldi's generic numerator), 1 =
+ *   double (Kaldi's constrained numerator). Both use Kaldi's per-frame
+ *   renormalisation: alpha(t) = logsum_arcs(...) - sigma(t-1), sigma(t) =
+ *   logsumexp_h alpha(t, h); log Z = (logsumexp_h(alpha(L, h) + final(h))
+ *   - offset) + sum_{t=1}^{L-1} sigma(t) (the sum in double).
+ * num_threads: OpenMP threads over sequences (<= 0: OpenMP's default).
+ * Outputs (caller-owned): logprob[S] (double): log Z per sequence; -inf if no
+ *   path of exactly L arcs ends in a final state; NaN if an output the arcs
+ *   read (t < L) is NaN or +inf (-inf is allowed: an impossible arc);
+ *   post_f / post_d [S][num_frames][num_pdfs] (at most one; both NULL =
+ *   forward only): the posteriors d logprob_s / d nnet_output; the kernel
+ *   zeroes the buffer and writes only the (frame, pdf) entries some arc uses;
+ *   sequences with a non-finite logprob get all zeros;
+ *   bad[S] (may be NULL): t * num_pdfs + pdf of the first NaN/+inf output of
+ *   sequence s (frame-major, in arc order), else -1.
+ * Fails (KB_EINVAL, nothing scored) on: non-positive sizes, offsets not
+ * starting at 0, a sequence with no states or negative arcs, a length out of
+ * [1, num_frames], a start / arc state or pdf-id out of range, a NaN or +inf
+ * arc or final log-prob, a non-finite offset; KB_ENOMEM if scratch cannot be
+ * allocated (per thread, in the compute precision: (max L + 1) * (max states
+ * + max arcs + 1) + 4 * max states values).
+ */
+int kb_chain_num_forward_backward(int32_t num_sequences, int32_t num_frames, int32_t num_pdfs,
+                                  const int64_t *lengths, const int64_t *state_offsets,
+                                  const int64_t *arc_offsets, const int32_t *start,
+                                  const int32_t *arc_src, const int32_t *arc_dst,
+                                  const int32_t *arc_pdf, const double *arc_logprob,
+                                  const double *final_logprob, const double *offsets,
+                                  int32_t compute_double, const float *nnet_output_f,
+                                  const double *nnet_output_d, int32_t num_threads,
+                                  double *logprob, float *post_f, double *post_d,
+                                  int64_t *bad, char *err, size_t errlen);
+/* ==== end chain numerator ==== */
+
 #endif

@@ -14,19 +14,37 @@ sequence stops at its own number of frames.
 
 The returned log-probabilities are *not* multiplied by the supervision weight
 (:class:`kbind.chain.ChainLoss` does that, as Kaldi's objective).
+
+Implementations (``impl=``): ``"c"`` -- the native CPU kernel
+``kb_chain_num_forward_backward`` (``cbridge/chain_num.c``: one sequence per
+thread, OpenMP over sequences with ``torch.get_num_threads()`` threads, the
+same operations as below per arc, posteriors written only where arcs read);
+``"torch"`` -- the tensor code below (any device); ``"auto"`` (default) -- the
+C kernel for CPU tensors when the native core is built, else torch. Both
+compute in the same dtype and agree to rounding. NaN or +inf outputs read by a
+sequence's arcs: its log-prob is NaN (the C kernel logs a warning naming the
+sequence, frame and pdf, and gives it zero posteriors; the torch code
+propagates NaN). A sequence with no path of its length: -inf (C: zero
+posteriors).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+import logging
 from typing import Optional
 
 import torch
 
+from .. import _native
 from .supervision import Supervision
 
 __all__ = ["numerator_logprob", "numerator_forward_backward", "NumeratorResult",
-           "scatter_logsumexp"]
+           "scatter_logsumexp", "IMPLS"]
+
+IMPLS = ("auto", "torch", "c")
+
+logger = logging.getLogger(__name__)
 
 
 def scatter_logsumexp(v: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
@@ -139,16 +157,89 @@ def _num_backward(bg, saved, B: int, T: int, D: int, L: torch.Tensor, dtype: tor
     return post
 
 
+# ----------------------------------------------------------------------------------
+# The C kernel (cbridge/chain_num.c) through kbind._native
+# ----------------------------------------------------------------------------------
+
+def _use_c(impl: str, device) -> bool:
+    """Whether ``impl`` runs the C kernel here (raises for an impossible ``"c"``)."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl == "torch":
+        return False
+    why = []
+    if torch.device(device).type != "cpu":
+        why.append(f"the C kernel runs on CPU tensors, not {device}")
+    elif not _native.available():
+        why.append("the native core is not built")
+    if why and impl == "c":
+        raise ValueError("impl='c' is not possible: " + "; ".join(why))
+    return not why
+
+
+def _c_tensors(sup: Supervision, D: int, dtype: torch.dtype):
+    """The supervision's arrays as CPU tensors for the kernel (cached)."""
+    key = ("c", D, dtype)
+    c = sup._cache.get(key)
+    if c is None:
+        a = sup.arrays(D, dtype)
+        c = {k: torch.from_numpy(getattr(a, k)) for k in
+             ("frames", "state_offsets", "arc_offsets", "start", "src", "dst", "pdf",
+              "logprob", "final", "offsets")}
+        sup._cache[key] = c
+    return c
+
+
+def _c_forward_backward(sup: Supervision, nnet_output: torch.Tensor, dtype: torch.dtype,
+                        compute_posteriors: bool = True, num_threads: Optional[int] = None):
+    """Run ``kb_chain_num_forward_backward``: (logprob (B,) in ``dtype``,
+    posteriors (B, T, D) in ``dtype`` or None). ``nnet_output`` is read in
+    place when it is a contiguous float32/float64 CPU tensor."""
+    y = nnet_output.detach()
+    if y.dtype not in (torch.float32, torch.float64):
+        y = y.to(dtype)
+    y = y.contiguous()
+    B, T, D = y.shape
+    c = _c_tensors(sup, D, dtype)
+    logprob = torch.empty(B, dtype=torch.float64)
+    bad = torch.empty(B, dtype=torch.int64)
+    post = torch.empty(B, T, D, dtype=dtype) if compute_posteriors else None
+    if num_threads is None:
+        num_threads = torch.get_num_threads()
+    f32, f64 = y.dtype == torch.float32, y.dtype == torch.float64
+    p32 = post is not None and dtype == torch.float32
+    p64 = post is not None and dtype == torch.float64
+    P = _native.ptr
+    _native.call("kb_chain_num_forward_backward", B, T, D, P(c["frames"]),
+                 P(c["state_offsets"]), P(c["arc_offsets"]), P(c["start"]), P(c["src"]),
+                 P(c["dst"]), P(c["pdf"]), P(c["logprob"]), P(c["final"]), P(c["offsets"]),
+                 int(dtype == torch.float64), P(y if f32 else None), P(y if f64 else None),
+                 int(num_threads), P(logprob), P(post if p32 else None),
+                 P(post if p64 else None), P(bad))
+    for s in torch.nonzero(bad >= 0).flatten().tolist():
+        k = int(bad[s])
+        t, pdf = divmod(k, D)
+        logger.warning("numerator: nnet_output[%d, %d, %d] (sequence %d, frame %d, pdf %d) "
+                       "is %s: the numerator of sequence %d is NaN", s, t, pdf, s, t, pdf,
+                       float(y[s, t, pdf]), s)
+    return logprob.to(dtype), post
+
+
 def numerator_forward_backward(supervision: Supervision, nnet_output: torch.Tensor,
                                lengths=None, dtype: Optional[torch.dtype] = None,
-                               compute_posteriors: bool = True) -> NumeratorResult:
+                               compute_posteriors: bool = True,
+                               impl: str = "auto") -> NumeratorResult:
     """Numerator log Z per sequence and posteriors (B, T, D), without autograd.
 
     ``dtype``: compute dtype; default double for constrained supervision (as
     Kaldi's NumeratorComputation), float for e2e (GenericNumeratorComputation),
-    double for float64 input."""
+    double for float64 input. ``impl``: ``"auto"`` (C kernel on CPU, else
+    torch), ``"c"`` or ``"torch"`` (see the module docstring)."""
     B, T, D, L = _prepare(supervision, nnet_output, lengths)
     dtype = _compute_dtype(supervision, nnet_output.dtype, dtype)
+    if _use_c(impl, nnet_output.device):
+        logprob, post = _c_forward_backward(supervision, nnet_output, dtype, compute_posteriors)
+        return NumeratorResult(logprob, post)
     bg = supervision.batched(D, nnet_output.device, dtype)
     logprob, saved = _num_forward(bg, nnet_output, L, dtype)
     post = _num_backward(bg, saved, B, T, D, L, dtype) if compute_posteriors else None
@@ -174,14 +265,33 @@ class _NumeratorFunction(torch.autograd.Function):
         return grad.to(ctx.in_dtype), None, None, None
 
 
+class _NumeratorFunctionC(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, nnet_output, supervision, dtype):
+        need = bool(ctx.needs_input_grad[0])
+        logprob, post = _c_forward_backward(supervision, nnet_output, dtype,
+                                            compute_posteriors=need)
+        ctx.post, ctx.in_dtype = post, nnet_output.dtype
+        return logprob.to(nnet_output.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        post = ctx.post
+        grad = post * grad_out.to(post.dtype)[:, None, None]
+        return grad.to(ctx.in_dtype), None, None
+
+
 def numerator_logprob(supervision: Supervision, nnet_output: torch.Tensor, lengths=None,
-                      dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+                      dtype: Optional[torch.dtype] = None, impl: str = "auto") -> torch.Tensor:
     """Per-sequence numerator log-probabilities log Z_num (B,), unweighted.
 
     ``nnet_output``: (B, T, D) raw outputs (log-likelihood-like, unclamped);
     ``lengths``: optional, must equal the supervision's frames per sequence.
     Differentiable: the gradient is the numerator posteriors (zero past each
-    sequence's length)."""
+    sequence's length). ``impl``: ``"auto"`` (C kernel on CPU, else torch),
+    ``"c"`` or ``"torch"``."""
     B, T, D, L = _prepare(supervision, nnet_output, lengths)
     dtype = _compute_dtype(supervision, nnet_output.dtype, dtype)
+    if _use_c(impl, nnet_output.device):
+        return _NumeratorFunctionC.apply(nnet_output, supervision, dtype)
     return _NumeratorFunction.apply(nnet_output, supervision, L, dtype)

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["Supervision", "NumeratorFst"]
+__all__ = ["Supervision", "NumeratorFst", "NumeratorArrays"]
 
 
 @dataclass
@@ -241,66 +241,114 @@ class Supervision:
                 f"weight={self.weights if len(set(self.weights)) > 1 else self.weights[0]})")
 
     # -- batched arrays for the numerator ---------------------------------------------------
+    def arrays(self, num_pdfs: int, dtype: torch.dtype) -> "NumeratorArrays":
+        """All sequences' graphs as concatenated numpy arrays (cached; see
+        :class:`NumeratorArrays`), arc log-probs as scored in ``dtype``."""
+        key = ("arrays", int(num_pdfs), dtype)
+        a = self._cache.get(key)
+        if a is None:
+            a = NumeratorArrays(self, int(num_pdfs), dtype)
+            self._cache[key] = a
+        return a
+
     def batched(self, num_pdfs: int, device, dtype: torch.dtype):
-        """All sequences' graphs as one block-diagonal graph (cached)."""
+        """All sequences' graphs as one block-diagonal graph of tensors (cached)."""
         key = (int(num_pdfs), str(device), dtype)
         b = self._cache.get(key)
         if b is None:
-            b = _BatchedGraph(self, int(num_pdfs), torch.device(device), dtype)
+            b = _BatchedGraph(self.arrays(num_pdfs, dtype), torch.device(device), dtype)
             self._cache[key] = b
         return b
 
 
-class _BatchedGraph:
-    def __init__(self, sup: Supervision, D: int, device: torch.device, dtype: torch.dtype):
-        offs = np.cumsum([0] + [f.num_states for f in sup.fsts])
-        N = int(offs[-1])
-        src, dst, col, lp, seq, start, final, state_seq = [], [], [], [], [], [], [], []
-        offsets = np.zeros(len(sup.fsts))
-        for b, f in enumerate(sup.fsts):
-            if f.num_arcs and int(f.pdf.max()) >= D:
-                k = int(np.argmax(f.pdf))
-                raise ValueError(f"numerator FST {b} has label {int(f.pdf[k]) + 1} (pdf-id "
-                                 f"{int(f.pdf[k])}) but the network output has {D} columns")
-            o = int(offs[b])
-            cost = f.cost.astype(np.float64)
-            if sup.kind == "e2e":
-                # GenericNumeratorComputation: arcs leaving the start state get
-                # -(cost - off), off = max(0, max such cost), subtracted at the
-                # end (valid since nothing re-enters the start state).
-                lpf = -f.cost
-                if not np.any(f.dst == f.start):
-                    leave = f.src == f.start
-                    off = np.float32(max(0.0, float(f.cost[leave].max()) if leave.any() else 0.0))
-                    if dtype == torch.float32:   # Kaldi: float -(cost - off)
-                        lpf = np.where(leave, -(f.cost - off), -f.cost).astype(np.float32)
-                    else:
-                        lpf = np.where(leave, -(cost - float(off)), -cost)
-                    offsets[b] = float(off)
-                lp.append(np.asarray(lpf, dtype=np.float64))
+class NumeratorArrays:
+    """The numerator graphs of a supervision as concatenated arrays, built
+    with vectorised numpy (what the C kernel and the torch path read).
+
+    Per sequence s: states ``state_offsets[s]:state_offsets[s+1]`` of the
+    per-state arrays, arcs ``arc_offsets[s]:arc_offsets[s+1]`` of the per-arc
+    arrays (FST order, i.e. sorted by source); ``src``/``dst``/``start`` are
+    local state ids (int32), ``pdf`` int32; ``logprob`` = -cost (float64
+    holding the value in the compute dtype), ``final`` = -final cost (-inf =
+    not final), ``offsets`` (float64, per sequence) subtracted from log Z.
+
+    e2e supervision (Kaldi's GenericNumeratorComputation): arcs leaving the
+    start state get ``-(cost - off)``, ``off = max(0, max such cost)``, in
+    float for float32 (Kaldi) -- when nothing re-enters the start state."""
+
+    def __init__(self, sup: "Supervision", D: int, dtype: torch.dtype):
+        fsts = sup.fsts
+        S = len(fsts)
+        nst = np.array([f.num_states for f in fsts], dtype=np.int64)
+        narc = np.array([f.num_arcs for f in fsts], dtype=np.int64)
+        self.state_offsets = np.concatenate([[0], np.cumsum(nst)]).astype(np.int64)
+        self.arc_offsets = np.concatenate([[0], np.cumsum(narc)]).astype(np.int64)
+        A = int(self.arc_offsets[-1])
+        cat = np.concatenate
+        pdf = cat([f.pdf for f in fsts]) if A else np.zeros(0, np.int64)
+        if A and int(pdf.max()) >= D:
+            k = int(np.argmax(pdf))
+            b = int(np.searchsorted(self.arc_offsets, k, side="right") - 1)
+            raise ValueError(f"numerator FST {b} has label {int(pdf[k]) + 1} (pdf-id "
+                             f"{int(pdf[k])}) but the network output has {D} columns")
+        src = cat([f.src for f in fsts]) if A else np.zeros(0, np.int64)
+        dst = cat([f.dst for f in fsts]) if A else np.zeros(0, np.int64)
+        cost = cat([f.cost for f in fsts]).astype(np.float32) if A else np.zeros(0, np.float32)
+        start = np.array([f.start for f in fsts], dtype=np.int64)
+        arc_seq = np.repeat(np.arange(S), narc)
+        offsets = np.zeros(S, dtype=np.float64)
+        if sup.kind == "e2e":
+            seq_start = start[arc_seq]
+            reenter = np.zeros(S, dtype=bool)
+            reenter[arc_seq[dst == seq_start]] = True
+            leave = (src == seq_start) & ~reenter[arc_seq]
+            off = np.zeros(S, dtype=np.float32)
+            np.maximum.at(off, arc_seq[leave], cost[leave])      # max(0, max cost)
+            offsets = off.astype(np.float64)
+            if dtype == torch.float32:       # Kaldi: float -(cost - off)
+                lp = np.where(leave, -(cost - off[arc_seq]), -cost).astype(np.float64)
             else:
-                lp.append(-cost)
-            src.append(f.src + o)
-            dst.append(f.dst + o)
-            col.append(b * D + f.pdf)
-            seq.append(np.full(f.num_arcs, b, dtype=np.int64))
-            start.append(f.start + o)
-            final.append(-f.final.astype(np.float64))
-            state_seq.append(np.full(f.num_states, b, dtype=np.int64))
+                c64 = cost.astype(np.float64)
+                lp = np.where(leave, -(c64 - offsets[arc_seq]), -c64)
+        else:
+            lp = -cost.astype(np.float64)
+        self.num_sequences = S
+        self.num_pdfs = D
+        self.start = start.astype(np.int32)
+        self.src = src.astype(np.int32)
+        self.dst = dst.astype(np.int32)
+        self.pdf = pdf.astype(np.int32)
+        self.arc_seq = arc_seq
+        self.logprob = lp
+        self.final = -cat([f.final for f in fsts]).astype(np.float64)
+        self.offsets = offsets
+        self.frames = np.asarray(sup.frames, dtype=np.int64)
+
+
+class _BatchedGraph:
+    """A :class:`NumeratorArrays` as one block-diagonal graph of tensors."""
+
+    def __init__(self, arr: NumeratorArrays, device: torch.device, dtype: torch.dtype):
+        so = arr.state_offsets
+        S = arr.num_sequences
+        state_seq = np.repeat(np.arange(S), np.diff(so))
+        o = so[arr.arc_seq]
 
         def L(a):
-            return torch.as_tensor(np.concatenate(a) if isinstance(a, list) else a,
-                                   dtype=torch.long, device=device)
+            return torch.as_tensor(np.asarray(a, dtype=np.int64), dtype=torch.long,
+                                   device=device)
 
         def F(a):
-            return torch.as_tensor(np.concatenate(a), dtype=torch.float64).to(device, dtype)
+            return torch.as_tensor(a, dtype=torch.float64).to(device, dtype)
 
-        self.num_states = N
-        self.num_seqs = len(sup.fsts)
-        self.src, self.dst, self.col, self.arc_seq = L(src), L(dst), L(col), L(seq)
-        self.start = L(np.asarray(start, dtype=np.int64))
+        self.num_states = int(so[-1])
+        self.num_seqs = S
+        self.src, self.dst = L(arr.src + o), L(arr.dst + o)
+        self.col = L(arr.arc_seq * arr.num_pdfs + arr.pdf)
+        self.arc_seq = L(arr.arc_seq)
+        self.start = L(arr.start + so[:-1])
         self.state_seq = L(state_seq)
-        self.lp = F(lp)
-        self.final = F(final)
-        self.offsets = torch.as_tensor(offsets, dtype=torch.float64).to(device, dtype)
-        self.frames = torch.as_tensor(sup.frames, dtype=torch.long)
+        self.lp = F(arr.logprob)
+        self.final = F(arr.final)
+        self.offsets = F(arr.offsets)
+        self.frames = torch.as_tensor(arr.frames, dtype=torch.long)

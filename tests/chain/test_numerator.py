@@ -16,13 +16,14 @@ def _sup(d, S, T, **kw):
     return Supervision.from_fsts([d / f"sup_seq{s}.fst" for s in range(S)], T, **kw)
 
 
+@pytest.mark.parametrize("impl", ["torch", "c"])
 @pytest.mark.parametrize("case", CHAIN_CASES)
-def test_numerator_matches_kaldi(kaldi_chain_dir, case):
+def test_numerator_matches_kaldi(kaldi_chain_dir, case, impl):
     d, cj, S, T, D = load_case(kaldi_chain_dir, case)
     sup = _sup(d, S, T)
     assert sup.kind == ("e2e" if cj["supervision"]["e2e_fsts"] else "constrained")
     y = from_kaldi(np.load(d / "nnet_output.npy"), S, T, D).requires_grad_(True)
-    lp = numerator_logprob(sup, y)
+    lp = numerator_logprob(sup, y, impl=impl)
     lp.sum().backward()
     ref = cj["results"][0]["num_logprob_weighted"]     # supervision weight 1
     tol = 1e-6 if sup.kind == "constrained" else 1e-5
@@ -63,16 +64,17 @@ def test_merge_equals_batch(kaldi_chain_dir):
         Supervision.merge([merged, c])
 
 
+@pytest.mark.parametrize("impl", ["torch", "c"])
 @pytest.mark.parametrize("case", ["tiny_chain_S3_T15", "tiny_chain_e2e_S3_T15"])
-def test_finite_differences_float64(kaldi_chain_dir, case):
+def test_finite_differences_float64(kaldi_chain_dir, case, impl):
     d, cj, S, T, D = load_case(kaldi_chain_dir, case)
     sup = _sup(d, S, T)
     y = from_kaldi(np.load(d / "nnet_output.npy"), S, T, D).double().requires_grad_(True)
     w = torch.tensor([1.0, 0.5, -2.0][:S], dtype=torch.float64)
-    (numerator_logprob(sup, y) * w).sum().backward()
+    (numerator_logprob(sup, y, impl=impl) * w).sum().backward()
 
     def f(x):
-        return (numerator_logprob(sup, x) * w).sum()
+        return (numerator_logprob(sup, x, impl=impl) * w).sum()
     assert fd_check(f, y.detach(), y.grad) <= 1e-6
 
 
