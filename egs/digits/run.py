@@ -435,7 +435,8 @@ def stage_ce_decode(cfg: RunConfig) -> dict:
 def stage_ce_realign(cfg: RunConfig) -> dict:
     from kbind.decode.acoustic import AcousticModel
     am = AcousticModel.load(_ce_dir(cfg) / "blstm1")
-    return _ce_align(cfg, am, _ce_dir(cfg) / "ali_blstm1", 0.1, 0.1)
+    # CE scales (Kaldi: acoustic 0.1 at 10 ms; x3 at the 30 ms chain frame rate)
+    return _ce_align(cfg, am, _ce_dir(cfg) / "ali_blstm1", 0.3, 0.1)
 
 
 def stage_ce_train2(cfg: RunConfig) -> dict:

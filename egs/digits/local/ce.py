@@ -100,8 +100,12 @@ def align_data_dir(am, data_dir, lang_dir, tree_dir, out_dir, cfg: CeAlignConfig
     return summary
 
 
-def ce_decode_config(chain_decode_cfg):
-    """Kaldi's nnet3 decoding of a CE model: --acwt 0.1, lattices not rescaled."""
+def ce_decode_config(chain_decode_cfg, acwt: float = 0.3):
+    """Decoding of a CE model: Kaldi's nnet3 scripts use --acwt 0.1 at 10 ms; the
+    models here run at the chain frame rate (30 ms), so each frame stands for three
+    and the acoustic weight is three times Kaldi's (0.3). The lattices are scaled
+    by --post-decode-acwt 3.0 so that score.sh's LM-weight sweep (7..17) centres on
+    that weight, as the chain recipes scale by 10 for their --acwt 1.0."""
     import dataclasses
-    return dataclasses.replace(chain_decode_cfg, acoustic_scale=0.1, post_decode_acwt=1.0,
-                               beam=13.0)
+    return dataclasses.replace(chain_decode_cfg, acoustic_scale=acwt,
+                               post_decode_acwt=10.0 * acwt, beam=13.0)
