@@ -10,7 +10,7 @@ log-likelihoods, and saves / loads as one file (``final.pt``):
 
 :func:`compute_loglikes` runs the network over whole utterances with its
 context (edges padded by repeating the first / last frame, as
-``nnet3-compute``), batching utterances of equal length.
+``nnet3-compute``), batching utterances of similar length.
 """
 
 from __future__ import annotations
@@ -130,22 +130,33 @@ def compute_loglikes(am: Union[AcousticModel, torch.nn.Module], features, uttera
     model.eval()
     utts = list(utterances) if utterances is not None else list(features.utterances)
     utts.sort(key=features.num_frames)
+    recurrent = hasattr(model, "lstms")
     out: Dict[str, torch.Tensor] = {}
     i = 0
     try:
         with torch.no_grad():
             while i < len(utts):
-                n = features.num_frames(utts[i])
-                j = i
-                while j < len(utts) and features.num_frames(utts[j]) == n and \
-                        (j - i + 1) * (n + lc + rc) <= max_frames_per_batch:
+                # utterances of similar length (sorted), padded to the longest by
+                # repeating each one's last frame: a convolutional model's outputs
+                # over the real frames are unchanged; a recurrent one gets lengths
+                j = i + 1
+                while j < len(utts) and (j - i + 1) * (features.num_frames(utts[j]) + lc + rc) \
+                        <= max_frames_per_batch:
                     j += 1
-                j = max(j, i + 1)
-                x = np.stack([extract_with_padding(np.asarray(features(u)), -lc, n + rc)
-                              for u in utts[i:j]])
-                y = am.loglikes(_output(model, torch.from_numpy(x).to(device)))
-                for u, row in zip(utts[i:j], y):
-                    out[u] = row.float().cpu().contiguous()
+                group = utts[i:j]
+                n_max = features.num_frames(group[-1])
+                x = torch.from_numpy(np.stack([
+                    extract_with_padding(np.asarray(features(u)), -lc, n_max + rc)
+                    for u in group])).to(device)
+                if recurrent:
+                    lens = torch.tensor([features.num_frames(u) for u in group])
+                    y = model(x, lens).output
+                else:
+                    y = _output(model, x)
+                y = am.loglikes(y)
+                for u, row in zip(group, y):
+                    n_out = model.output_frames(features.num_frames(u) + lc + rc)
+                    out[u] = row[:n_out].float().cpu().contiguous()
                 i = j
     finally:
         model.train(was_training)
