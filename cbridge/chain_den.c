@@ -15,32 +15,44 @@
  *    (a vectorised exp, within 2 ulp of expf).
  *  - A block runs all frames of its forward and backward pass on its own:
  *    blocks are independent, so OpenMP runs blocks in parallel with no
- *    synchronisation per frame (threads <= number of blocks), and a block's
- *    per-frame working set (H x SB x 4 bytes = 285 KB for H = 2227, SB = 32)
- *    stays in L2.
+ *    synchronisation per frame (threads <= number of blocks).
  *  - Arcs are grouped into "virtual destinations" v = (dst, pdf): all arcs into
- *    v consume x(t, pdf_v). Forward (a pull over the arcs entering each state,
- *    accumulated in registers): u(t+1, v) = sum_{a in v} p_a alpha'(t, src_a),
- *    alpha(t+1, j) = sum_{v into j} u(t+1, v) x(t, pdf_v) / tot(t).
- *    u is kept for every frame (the backward's only record of the forward).
- *  - Backward, per frame, with w(v) = beta(t+1, dst_v) x(t, pdf_v):
- *    the posteriors need no per-arc work, since
+ *    v consume x(t, pdf_v). Forward: a pull over the arcs entering each state,
+ *    accumulated in registers: u(t+1, v) = sum_{a in v} p_a alpha'(t, src_a),
+ *    alpha(t+1, j) = sum_{v into j} u(t+1, v) x(t, pdf_v) / tot(t). The leak is
+ *    folded into the groups: alpha' = alpha + leaky init tot is never stored;
+ *    u(t+1, v) = sum_{a in v} p_a alpha(t, src_a) + vleak(v) tot(t) with
+ *    vleak(v) = sum_{a in v} p_a leaky init(src_a) (no pass over the states
+ *    to add the leak).
+ *  - Memory traffic, not arithmetic, is what limits a pass over the arcs once
+ *    its rows leave the L2 cache, so the backward does not read T stored
+ *    frames of alphas from memory: the forward keeps alpha only every K
+ *    frames (checkpoints; K frames of alphas fill about KB_DEN_SEG_BYTES), and
+ *    the backward recomputes the K frames of a segment from its checkpoint
+ *    (the same operations: bitwise the same alphas) just before it needs them,
+ *    while they are in the cache.
+ *  - Backward, per frame, with w(v) = beta(t+1, dst_v) x(t, pdf_v) (one pass
+ *    over the groups; the leak of beta is added there too):
+ *      beta'(t, i) = sum_{a leaving i} p_a w(v_a) / tot(t), a pull over the
+ *      arcs leaving i (states in order of their number of arcs, so that the
+ *      loop over a state's arcs has a predictable trip count), and
  *      gamma(t, n) = sum_{arcs a with pdf n} p_a alpha'(t, src_a) beta(t+1, dst_a)
- *                    x(t, n) / tot(t) = sum_{v with pdf n} w(v) u(t+1, v) / tot(t)
- *    (one multiply-add per group, V ~ 2 H, instead of a read-modify-write per
- *    arc), and beta'(t, i) = sum_{a leaving i} p_a w(v_a) / tot(t) is a pull
- *    over the arcs leaving i, accumulated in registers.
- *  - Arithmetic: float32 storage of alpha', beta', tot, u and gamma, as Kaldi.
+ *                    x(t, n) / tot(t) = sum_{v with pdf n} w(v) u(t+1, v) / tot(t),
+ *      with u(t+1, v) pulled again from the segment's alpha(t): pulls that
+ *      accumulate in registers instead of Kaldi's read-modify-write of
+ *      gamma(t, pdf_a) per arc (which measured slower).
+ *  - Arithmetic: float32 storage of alpha, beta', tot and gamma, as Kaldi.
  *    The per-arc products and the per-state sums over arcs are float
  *    multiply-adds (two interleaved accumulators; Kaldi forms each product in
  *    float and sums them in double); the sums over states (tot, the leaky
  *    terms, the total probability) are float over runs of 16 states, then
  *    double; log-probs in double. The differences to Kaldi's CPU code and to
  *    the torch path are of the order of float rounding (spec section 8;
- *    tests/chain/test_denominator_c.py). Each lane does the same operations
- *    whatever the other lanes hold and whatever the block width, so a
- *    sequence's results do not depend on the batch it is in, on the number of
- *    threads, or on the other sequences' lengths (on one instruction set).
+ *    tests/chain/test_denominator_c.py: about 1e-6 on the posteriors, 1e-7
+ *    relative on log-probs). Each lane does the same operations whatever the
+ *    other lanes hold and whatever the block width, so a sequence's results do
+ *    not depend on the batch it is in, on the number of threads, or on the
+ *    other sequences' lengths (on one instruction set).
  *  - Instruction sets: the block kernel is compiled for baseline (16 lanes),
  *    AVX2 and AVX-512 (16 and 32 lanes each) by including this file again
  *    with KB_DEN_TEMPLATE defined, with target attributes, and picked at run
@@ -65,21 +77,9 @@
 #define KB_DEN_SB_MAX 32 /* lanes (sequences) per block: 16 or 32 */
 #define KB_DEN_ALIGN 64
 #define KB_DEN_RUN 16 /* states per float partial sum of a sum over states */
-#define KB_DEN_SEG_BYTES (1 << 20) /* target size of a backward segment (see below) */
+#define KB_DEN_SEG_BYTES (1 << 20) /* alphas of one backward segment (about half an L2) */
 
 #define KB_LIMIT 30.0f
-#ifdef KB_PROF
-#include <time.h>
-double kb_prof[8];
-double kb_pf[8][400000];
-int kb_pn[8];
-static inline double kb_now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
-#define PROF(i) do { double n_ = kb_now(); kb_prof[i] += n_ - p_last; if (kb_pn[i] < 400000) kb_pf[i][kb_pn[i]++] = n_ - p_last; p_last = n_; } while (0)
-#define PROF0 double p_last = kb_now()
-#else
-#define PROF(i) do {} while (0)
-#define PROF0 do {} while (0)
-#endif
 
 /*
  * A "pull" out[r] = sum_{a in arcs(r)} p_a rows[idx_a] over R output rows,
@@ -91,13 +91,13 @@ static inline double kb_now(void) { struct timespec t; clock_gettime(CLOCK_MONOT
  */
 typedef struct {
   int32_t R, nrun;
-  const int32_t *ord, *idx, *aux, *run, *run_n;
+  const int32_t *ord, *idx, *run, *run_n;
   const int64_t *off;
   const float *p;
 } kb_pull_plan;
 
 typedef struct {
-  int32_t *ord, *idx, *aux, *run, *run_n;
+  int32_t *ord, *idx, *run, *run_n;
   int64_t *off;
   float *p;
 } kb_pull_plan_mem;
@@ -105,7 +105,6 @@ typedef struct {
 static void kb_pull_plan_free(kb_pull_plan_mem *m) {
   free(m->ord);
   free(m->idx);
-  free(m->aux);
   free(m->run);
   free(m->run_n);
   free(m->off);
@@ -113,11 +112,10 @@ static void kb_pull_plan_free(kb_pull_plan_mem *m) {
   memset(m, 0, sizeof(*m));
 }
 
-/* Plan of the pull whose row r has arcs idx/p[roff[r] .. roff[r+1]) (and aux,
-   an int per arc carried along, may be NULL). 0 when out of memory. */
+/* Plan of the pull whose row r has arcs idx/p[roff[r] .. roff[r+1]). 0 when out
+   of memory. */
 static int kb_pull_plan_build(int32_t R, const int64_t *roff, const int32_t *idx,
-                              const int32_t *aux, const float *p, kb_pull_plan *pl,
-                              kb_pull_plan_mem *m) {
+                              const float *p, kb_pull_plan *pl, kb_pull_plan_mem *m) {
   memset(m, 0, sizeof(*m));
   const int64_t A = roff[R];
   int32_t maxn = 0;
@@ -127,11 +125,10 @@ static int kb_pull_plan_build(int32_t R, const int64_t *roff, const int32_t *idx
   m->ord = malloc((size_t)(R ? R : 1) * sizeof(int32_t));
   m->off = malloc((size_t)(R + 1) * sizeof(int64_t));
   m->idx = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
-  m->aux = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
   m->p = malloc((size_t)(A ? A : 1) * sizeof(float));
   m->run = malloc((size_t)(maxn + 2) * sizeof(int32_t));
   m->run_n = malloc((size_t)(maxn + 1) * sizeof(int32_t));
-  if (!cnt || !m->ord || !m->off || !m->idx || !m->aux || !m->p || !m->run || !m->run_n) {
+  if (!cnt || !m->ord || !m->off || !m->idx || !m->p || !m->run || !m->run_n) {
     free(cnt);
     kb_pull_plan_free(m);
     return 0;
@@ -154,7 +151,6 @@ static int kb_pull_plan_build(int32_t R, const int64_t *roff, const int32_t *idx
     m->off[k] = o;
     for (int64_t a = roff[r]; a < roff[r + 1]; a++, o++) {
       m->idx[o] = idx[a];
-      m->aux[o] = aux ? aux[a] : 0;
       m->p[o] = p[a];
     }
   }
@@ -164,7 +160,6 @@ static int kb_pull_plan_build(int32_t R, const int64_t *roff, const int32_t *idx
   pl->nrun = nrun;
   pl->ord = m->ord;
   pl->idx = m->idx;
-  pl->aux = m->aux;
   pl->run = m->run;
   pl->run_n = m->run_n;
   pl->off = m->off;
@@ -183,14 +178,10 @@ typedef struct {
   const int32_t *fv_src;
   const float *fv_p;
   const int64_t *j_voff; /* groups of destination j: j_voff[j] .. j_voff[j+1] */
-  /* backward: arcs leaving i: bo_v/bo_p[bo_off[i] .. bo_off[i+1]), v ascending */
-  const int64_t *bo_off;
-  const int32_t *bo_v;
-  const float *bo_p;
   const float *init; /* [H] */
   const float *linit; /* [H]: (float)leaky * init (float product, as torch) */
   const float *vleak; /* [V]: sum_{a in v} p_a linit(src_a), the leak into group v */
-  kb_pull_plan bwd;   /* rows i: sum_{a leaving i} p_a w(v_a); aux = pdf_a */
+  kb_pull_plan bwd;   /* rows i: sum_{a leaving i} p_a w(v_a) */
 } kb_den_graph;
 
 typedef struct {
@@ -549,16 +540,19 @@ static int kb_den_graph_build(int32_t H, int32_t D, const int32_t *fwd, int64_t 
   g->fv_src = m->fv_src;
   g->fv_p = m->fv_p;
   g->j_voff = m->j_voff;
-  g->bo_off = m->bo_off;
-  g->bo_v = m->bo_v;
-  g->bo_p = m->bo_p;
   g->init = init;
   g->linit = m->linit;
   g->vleak = m->vleak;
-  /* the backward's per-state pull, carrying each arc's pdf (a_vid is free now) */
-  for (int64_t r = 0; r < A; r++) a_vid[r] = m->v_pdf[m->bo_v[r]];
-  if (!kb_pull_plan_build(H, m->bo_off, m->bo_v, a_vid, m->bo_p, &g->bwd, &m->bwd))
+  /* the backward's per-state pull */
+  if (!kb_pull_plan_build(H, m->bo_off, m->bo_v, m->bo_p, &g->bwd, &m->bwd))
     rc = kb_fail(err, errlen, KB_ENOMEM, "out of memory building the den graph index");
+  /* (the plan holds the backward's arcs now) */
+  free(m->bo_off);
+  free(m->bo_v);
+  free(m->bo_p);
+  m->bo_off = NULL;
+  m->bo_v = NULL;
+  m->bo_p = NULL;
 done:
   free(cnt);
   free(ord1);
@@ -623,19 +617,13 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
   nt = num_threads > 0 ? num_threads : omp_get_max_threads();
 #endif
   const int isa_used = kb_den_pick_isa(isa);
-  int32_t SB = kb_den_pick_sb(isa_used, S, nt);
-#ifdef KB_PROF
-  if (getenv("KB_SB")) SB = atoi(getenv("KB_SB"));
-#endif
+  const int32_t SB = kb_den_pick_sb(isa_used, S, nt);
   const int32_t nblocks = (S + SB - 1) / SB;
   kb_den_block_fn fn = kb_den_fn(isa_used, SB);
   {
     /* segment length: K frames of alpha' (H rows of SB floats each) in about
        KB_DEN_SEG_BYTES, so that a segment stays in the L2 cache */
     int64_t k = (int64_t)KB_DEN_SEG_BYTES / ((int64_t)H * SB * (int64_t)sizeof(float) + 1);
-#ifdef KB_PROF
-    if (getenv("KB_K")) k = atoi(getenv("KB_K"));
-#endif
     io.K = (int32_t)(k < 1 ? 1 : (k > T ? T : k));
   }
   double *bchecks = calloc((size_t)nblocks * 2, sizeof(double));
@@ -680,12 +668,15 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
     }
   }
   if (scratch_bytes) {
-    /* per worker: kb_den_work; graph index: v_dst, v_pdf, fv_src, bo_v (int32), fv_p, bo_p (float),
-       v_off (int64), j_voff, bo_off, linit; build temporaries freed before */
-    int64_t A = g.A;
+    /* while the blocks run: per worker, kb_den_work; the graph index: per arc
+       v_dst, v_pdf, fv_src, fv_p, plan idx and p (4 bytes), v_off (8); per
+       state j_voff, plan off (8), linit, plan ord (4); vleak (4 per group);
+       the block checks (16 per block). (The build's temporaries are freed
+       before; they are smaller for T * SB > 4.) */
+    const int64_t A = g.A;
     scratch_bytes[0] = (int64_t)kb_den_work_bytes(H, D, g.V, T, SB, io.K, deriv != NULL) * nt +
-                       A * (6 * 4 + 8) + (int64_t)(H + 1) * 16 + (int64_t)H * 4 +
-                       (int64_t)nblocks * 16;
+                       A * 32 + ((int64_t)H + 1) * 24 + (int64_t)g.V * 4 +
+                       (int64_t)(g.bwd.nrun + 1) * 8 + (int64_t)nblocks * 16;
   }
   free(bchecks);
   kb_den_graph_free(&gm);
@@ -851,7 +842,6 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
     if (k < nb && io->lengths) L = (int32_t)io->lengths[b0 + k];
     len[k] = L;
   }
-  PROF0;
 
   /* x(t, n, lane) = exp(limit(y)); 1 (neutral) past a sequence's end and in
      padding lanes. */
@@ -876,7 +866,6 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
       }
     }
   }
-  PROF(0);
 
   /* ---------------- forward ----------------
      alpha' of frame t is written to checkpoint t / K when t % K == 0 (and the
@@ -934,7 +923,6 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
         *(VD *)(tpr + f * KB_VW + KB_VW / 2) = pacc[2 * f + 1];
       }
     }
-    PROF(1);
   }
 #undef KB_ALPHA_AT
   double tot_prob[SB];
@@ -959,6 +947,9 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
     const float tb = io->leaky_f * (float)(init_sum * (double)bd);
     beta_last[k] = bd + tb;
   }
+  /* beta holds beta' (without the leak); beta = beta' + tbs (per lane) */
+  float tbs[SB];
+  for (int k = 0; k < SB; k++) tbs[k] = 0.0f;
   for (int32_t i = 0; i < H; i++)
     for (int k = 0; k < SB; k++) w->beta[(size_t)i * SB + k] = (len[k] == T) ? beta_last[k] : 0.0f;
   /* segments [c, e) of K frames, last first: recompute alpha'(c+1 .. e-1) from
@@ -972,7 +963,6 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
       KB_FSTEP(g, t1 == c + 1 ? ckc : w->al + (size_t)(t1 - 1 - c) * HS,
                w->tot + (size_t)(t1 - 1) * SB, w->al + (size_t)(t1 - c) * HS,
                w->x + (size_t)(t1 - 1) * D * SB, scl, w->tot + (size_t)t1 * SB, 0);
-      PROF(2);
     }
     for (int32_t t = e - 1; t >= c; t--) {
       /* sequences whose last frame is t start here */
@@ -980,6 +970,7 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
         for (int k = 0; k < SB; k++) {
           if (len[k] == t + 1) {
             for (int32_t i = 0; i < H; i++) w->beta[(size_t)i * SB + k] = beta_last[k];
+            tbs[k] = 0.0f;
           }
         }
       }
@@ -992,20 +983,36 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
         rt[f] = LDF(rts + f * KB_VW);
         tt[f] = LDF(w->tot + (size_t)t * SB + f * KB_VW);
       }
-      /* w(v) = beta(t+1, dst_v) x(t, pdf_v) */
+      /* per group v: w(v) = beta(t+1, dst_v) x(t, pdf_v) (beta = beta' + tb),
+         u(t+1, v) = sum_{a in v} p_a alpha'(t, src_a) (again, from the
+         segment's alpha(t) and the leak into v) and the posteriors
+         gamma(t, n) = sum_{v with pdf n} w(v) u(t+1, v) / tot(t)
+         (= Kaldi's sum over arcs a with pdf n of p_a alpha'(t, src_a)
+         beta(t+1, dst_a) x(t, n) / tot(t), without a per-arc update) */
+      VF tb[NF];
+      FORF tb[f] = LDF(tbs + f * KB_VW);
       for (int32_t v = 0; v < V; v++) {
         const float *br = w->beta + (size_t)g->v_dst[v] * SB;
         const float *xr = xt + (size_t)g->v_pdf[v] * SB;
         float *wr = w->wv + (size_t)v * SB;
-        FORF STF(wr + f * KB_VW, LDF(br + f * KB_VW) * LDF(xr + f * KB_VW));
+        FORF STF(wr + f * KB_VW, (LDF(br + f * KB_VW) + tb[f]) * LDF(xr + f * KB_VW));
       }
       memset(w->gam, 0, (size_t)D * SB * sizeof(float));
-      PROF(3);
-      /* Kaldi's BetaDashGeneralFrame, state by state (in the order of the plan)
-         with the arcs leaving it: occ = alpha'(t, i) / tot(t); per arc
-         f = p_a w(v_a), beta'(t, i) += f, gamma(t, pdf_a) += f occ;
-         beta'(t, i) /= tot(t) overwrites beta(t+1, i) (w holds what is
-         needed of it); ib = sum_i init(i) beta'(t, i). */
+      for (int32_t v = 0; v < V; v++) {
+        const float *wr = w->wv + (size_t)v * SB;
+        float *gr = w->gam + (size_t)g->v_pdf[v] * SB;
+        const float vl = g->vleak[v];
+        VF u[NF];
+        KB_PULL(u, g->v_off[v], g->v_off[v + 1], g->fv_p, g->fv_src, at);
+        FORF STF(gr + f * KB_VW, LDF(gr + f * KB_VW) + (u[f] + vl * tt[f]) * LDF(wr + f * KB_VW));
+      }
+      for (int32_t n = 0; n < D; n++) {
+        float *gr = w->gam + (size_t)n * SB;
+        FORF STF(gr + f * KB_VW, LDF(gr + f * KB_VW) * rt[f]);
+      }
+      /* beta'(t, i) = sum_{a leaving i} p_a w(v_a) / tot(t), state by state in
+         the order of the plan (it overwrites beta'(t+1, i): w holds what is
+         needed of it); ib = sum_i init(i) beta'(t, i) */
       VF run[NF];
       VD ib[2 * NF];
       FORF {
@@ -1022,47 +1029,16 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
           const int32_t n_ = pl->run_n[b_], ke = pl->run[b_ + 1];
           for (int32_t k = pl->run[b_]; k < ke; k++) {
             const int32_t i = pl->ord[k];
-            const int64_t a0 = pl->off[k], a1 = a0 + n_;
-            const float *ar = at + (size_t)i * SB;
             if (pf) {
               for (int l = 0; l < SB * 4; l += 64) __builtin_prefetch(pf + (size_t)k * SB * 4 + l, 0, 2);
             }
-            VF occ[NF], se[NF], so[NF];
-            const float li = g->linit[i];
-            FORF {
-              occ[f] = (LDF(ar + f * KB_VW) + li * tt[f]) * rt[f];
-              se[f] = so[f] = (VF){0};
-            }
-            int64_t a = a0;
-            for (; a + 2 <= a1; a += 2) {
-              const float p0 = pl->p[a], p1 = pl->p[a + 1];
-              const float *r0 = w->wv + (size_t)pl->idx[a] * SB;
-              const float *r1 = w->wv + (size_t)pl->idx[a + 1] * SB;
-              float *g0 = w->gam + (size_t)pl->aux[a] * SB;
-              float *g1 = w->gam + (size_t)pl->aux[a + 1] * SB;
-              FORF {
-                const VF f0 = p0 * LDF(r0 + f * KB_VW);
-                const VF f1 = p1 * LDF(r1 + f * KB_VW);
-                se[f] += f0;
-                so[f] += f1;
-                STF(g0 + f * KB_VW, LDF(g0 + f * KB_VW) + f0 * occ[f]);
-                STF(g1 + f * KB_VW, LDF(g1 + f * KB_VW) + f1 * occ[f]);
-              }
-            }
-            if (a < a1) {
-              const float p0 = pl->p[a];
-              const float *r0 = w->wv + (size_t)pl->idx[a] * SB;
-              float *g0 = w->gam + (size_t)pl->aux[a] * SB;
-              FORF {
-                const VF f0 = p0 * LDF(r0 + f * KB_VW);
-                se[f] += f0;
-                STF(g0 + f * KB_VW, LDF(g0 + f * KB_VW) + f0 * occ[f]);
-              }
-            }
+            VF sb_[NF];
+            const int64_t a0 = pl->off[k];
+            KB_PULL(sb_, a0, a0 + n_, pl->p, pl->idx, w->wv);
             const float ini = g->init[i];
             float *br = w->beta + (size_t)i * SB;
             FORF {
-              const VF bd = (se[f] + so[f]) * rt[f];
+              const VF bd = sb_[f] * rt[f];
               STF(br + f * KB_VW, bd);
               run[f] += ini * bd;
             }
@@ -1075,7 +1051,6 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
         }
       }
       ADD_D(ib, run);
-      PROF(4);
       if (t == 0 && checks) {
         /* alpha'(0, i) = init(i) + leaky init(i) tot(0) */
         double ab = 0.0, gs = 0.0;
@@ -1097,15 +1072,10 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
           for (int32_t n = 0; n < D; n++) dr[n] = 0.0f;
         }
       }
-      /* beta = beta' + leaky (init . beta') */
-      VF ibf[NF], tb[NF];
+      /* beta = beta' + leaky (init . beta') (added where beta is read) */
+      VF ibf[NF];
       D2F(ibf, ib);
-      FORF tb[f] = io->leaky_f * ibf[f];
-      for (int32_t i = 0; i < H; i++) {
-        float *br = w->beta + (size_t)i * SB;
-        FORF STF(br + f * KB_VW, LDF(br + f * KB_VW) + tb[f]);
-      }
-      PROF(5);
+      FORF STF(tbs + f * KB_VW, io->leaky_f * ibf[f]);
     }
   }
 }
