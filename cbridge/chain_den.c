@@ -24,13 +24,16 @@
  *    u(t+1, v) = sum_{a in v} p_a alpha(t, src_a) + vleak(v) tot(t) with
  *    vleak(v) = sum_{a in v} p_a leaky init(src_a) (no pass over the states
  *    to add the leak).
- *  - Memory traffic, not arithmetic, is what limits a pass over the arcs once
- *    its rows leave the L2 cache, so the backward does not read T stored
- *    frames of alphas from memory: the forward keeps alpha only every K
- *    frames (checkpoints; K frames of alphas fill about KB_DEN_SEG_BYTES), and
- *    the backward recomputes the K frames of a segment from its checkpoint
- *    (the same operations: bitwise the same alphas) just before it needs them,
- *    while they are in the cache.
+ *  - The backward needs alpha(t): the forward keeps alpha every K frames
+ *    (checkpoints; K frames of alphas fill about KB_DEN_SEG_BYTES), and the
+ *    backward recomputes the K - 1 other frames of a segment from its
+ *    checkpoint (the same operations: bitwise the same alphas) just before it
+ *    needs them, while they are in the cache. Small graphs get long segments
+ *    (little memory for long sequences); frames of more than 256 KiB (the
+ *    2227-state graph with 32 lanes) get K = 1, every frame kept, with the
+ *    next frame prefetched into L2 during the backward pull: measured faster
+ *    there than recomputing (K = 3), the recomputation being a third pass
+ *    over the arcs.
  *  - Backward, per frame, with w(v) = beta(t+1, dst_v) x(t, pdf_v) (one pass
  *    over the groups; the leak of beta is added there too):
  *      beta'(t, i) = sum_{a leaving i} p_a w(v_a) / tot(t), a pull over the
@@ -77,7 +80,9 @@
 #define KB_DEN_SB_MAX 32 /* lanes (sequences) per block: 16 or 32 */
 #define KB_DEN_ALIGN 64
 #define KB_DEN_RUN 16 /* states per float partial sum of a sum over states */
-#define KB_DEN_SEG_BYTES (1 << 20) /* alphas of one backward segment (about half an L2) */
+#ifndef KB_DEN_SEG_BYTES
+#define KB_DEN_SEG_BYTES (1 << 19) /* alphas of one backward segment (a quarter of an L2) */
+#endif
 
 #define KB_LIMIT 30.0f
 
@@ -621,7 +626,7 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
   const int32_t nblocks = (S + SB - 1) / SB;
   kb_den_block_fn fn = kb_den_fn(isa_used, SB);
   {
-    /* segment length: K frames of alpha' (H rows of SB floats each) in about
+    /* segment length: K frames of alphas (H rows of SB floats each) in about
        KB_DEN_SEG_BYTES, so that a segment stays in the L2 cache */
     int64_t k = (int64_t)KB_DEN_SEG_BYTES / ((int64_t)H * SB * (int64_t)sizeof(float) + 1);
     io.K = (int32_t)(k < 1 ? 1 : (k > T ? T : k));

@@ -222,8 +222,8 @@ int kb_latdet_result_free(int64_t result, char *err, size_t errlen);
  *   (clipped to what the CPU has; for tests and benchmarks).
  * Memory: allocates and frees its scratch itself: per thread, with SB lanes
  *   per block, alphas of every K-th frame and of one segment of K frames
- *   ((T/K + K + 1) * H * SB floats, K frames of alphas being about 1 MiB;
- *   2 * H * SB without deriv) + T * D * SB floats of exp(outputs) + about
+ *   ((T/K + max(K, 2) + 1) * H * SB floats, K >= 1 frames of alphas being
+ *   about 512 KiB; 2 * H * SB without deriv) + T * D * SB floats of exp(outputs) + about
  *   (V + H) * SB floats; about 32 bytes per arc for the graph index.
  * Fails (KB_EINVAL, nothing written) on: non-positive sizes, a length out of
  * [1, T], leaky not in (0, 1), a transition range, next state or pdf-id out of

@@ -115,10 +115,11 @@ def test_threads_and_forward_only_identical(graphs):
 
 
 def test_long_sequences_across_backward_segments_match_torch(graphs):
-    """T = 50 on the medium graph (and 300 on the tiny one): the backward runs
-    over several checkpoint segments (recomputed alphas) with a partial last
-    segment, 32-lane blocks (more than 16 sequences, one thread), sequences
-    ending inside and at the edges of segments."""
+    """T = 50 on the medium graph (every frame's alphas kept) and 300 on the
+    tiny one (the backward runs over checkpoint segments of recomputed alphas
+    with a partial last segment); 32-lane blocks (more than 16 sequences, one
+    thread); sequences ending inside and at the edges of segments. (16-lane
+    blocks on the medium graph have segments of 3 frames: the other tests.)"""
     for name, T in (("medium_den_S4_T34", 50), ("tiny_den_S4_T25", 300)):
         g = graphs[name]
         D = g.num_pdfs
