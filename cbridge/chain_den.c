@@ -3,43 +3,64 @@
  * + Backward) on the CPU: see kbind_native.h (kb_chain_den_forward_backward)
  * for the contract and kbind/chain/denominator.py for the math.
  *
- * Design (performance is the point):
+ * Design (performance is the point; one thread should run a pass over the
+ * arcs at a good fraction of the machine's FMA rate):
  *
- *  - The sequences are processed in blocks of KB_DEN_SB = 16 lanes. Every
- *    per-state quantity is stored as [state][lane] (Kaldi's alpha[t][h*S+s]
- *    layout restricted to one block), so each arc touches one contiguous row
- *    of 16 floats (one zmm register with AVX-512) and the innermost "loop over
- *    sequences" is a fixed-width SIMD vector (GCC vector extensions). The
- *    loop over arcs is outer, the lanes inner; exp(nnet_output) is stored
- *    transposed as x[t][pdf][lane].
+ *  - The sequences are processed in blocks of SB = 16 or 32 lanes (32 with
+ *    AVX2/AVX-512 when there are enough sequences for every thread). Every
+ *    per-state quantity is stored as [state][lane], so each arc touches one
+ *    contiguous row of SB floats (one or two zmm registers) and the innermost
+ *    "loop over sequences" is a fixed-width SIMD vector (GCC vector
+ *    extensions). exp(nnet_output) is stored transposed as x[t][pdf][lane]
+ *    (a vectorised exp, within 2 ulp of expf).
  *  - A block runs all frames of its forward and backward pass on its own:
  *    blocks are independent, so OpenMP runs blocks in parallel with no
- *    synchronisation per frame (threads <= number of blocks), and a block's
- *    per-frame working set (one frame of alphas: H x 64 bytes = 142 KB for
- *    H = 2227) stays in L2.
- *  - Forward: arcs are grouped into "virtual destinations" v = (dst, pdf)
- *    (arcs into v all consume x(t, pdf_v)), as the torch path does:
- *    u[v] = sum_{a in v} p_a alpha'(t-1, src_a) (one multiply-add per arc and
- *    lane), alpha(t, dst_v) += x(t-1, pdf_v) u[v] (double).
- *  - Backward: Kaldi's BetaDashGeneralFrame, state by state with the arcs
- *    leaving it: w[v] = beta(t+1, dst_v) x(t, pdf_v) once per group, then per
- *    arc f = p_a w[v_a], beta'(t, i) += f (double), gamma(t, pdf_a) += f occ(i)
- *    (float, as Kaldi's CPU code); one pass over the arcs.
- *  - Arithmetic: float32 storage of alpha', beta', tot and gamma, rounded at
- *    the same points as Kaldi; the per-state sums over arcs (Kaldi's double
- *    this_tot_alpha / tot_variable_factor), the sums over states (tot, the
- *    leaky terms, log-probs) in double. Arc products are formed in float and
- *    summed in float in runs of at most 4 arcs before entering the double
- *    accumulator (Kaldi's CUDA kernel does pairs); with AVX2/AVX-512 these use
- *    fused multiply-adds. Differences to Kaldi's CPU code and to the torch
- *    path are of the order of float rounding (see tests/chain/test_denominator_c.py).
- *    Each lane does the same operations whatever the other lanes hold, so a
- *    sequence's results do not depend on the batch it is in, on the number of
- *    threads, or on the other sequences' lengths (on one instruction set).
- *  - Instruction sets: the block kernel is compiled three times (baseline,
- *    AVX2, AVX-512) by including this file again with KB_DEN_TEMPLATE
- *    defined, with target attributes, and picked at run time
- *    (__builtin_cpu_supports), since the extension is built without -march.
+ *    synchronisation per frame (threads <= number of blocks).
+ *  - Arcs are grouped into "virtual destinations" v = (dst, pdf): all arcs into
+ *    v consume x(t, pdf_v). Forward: a pull over the arcs entering each state,
+ *    accumulated in registers: u(t+1, v) = sum_{a in v} p_a alpha'(t, src_a),
+ *    alpha(t+1, j) = sum_{v into j} u(t+1, v) x(t, pdf_v) / tot(t). The leak is
+ *    folded into the groups: alpha' = alpha + leaky init tot is never stored;
+ *    u(t+1, v) = sum_{a in v} p_a alpha(t, src_a) + vleak(v) tot(t) with
+ *    vleak(v) = sum_{a in v} p_a leaky init(src_a) (no pass over the states
+ *    to add the leak).
+ *  - The backward needs alpha(t): the forward keeps alpha every K frames
+ *    (checkpoints; K frames of alphas fill about KB_DEN_SEG_BYTES), and the
+ *    backward recomputes the K - 1 other frames of a segment from its
+ *    checkpoint (the same operations: bitwise the same alphas) just before it
+ *    needs them, while they are in the cache. Small graphs get long segments
+ *    (little memory for long sequences); frames of more than 256 KiB (the
+ *    2227-state graph with 32 lanes) get K = 1, every frame kept, with the
+ *    next frame prefetched into L2 during the backward pull: measured faster
+ *    there than recomputing (K = 3), the recomputation being a third pass
+ *    over the arcs.
+ *  - Backward, per frame, with w(v) = beta(t+1, dst_v) x(t, pdf_v) (one pass
+ *    over the groups; the leak of beta is added there too):
+ *      beta'(t, i) = sum_{a leaving i} p_a w(v_a) / tot(t), a pull over the
+ *      arcs leaving i (states in order of their number of arcs, so that the
+ *      loop over a state's arcs has a predictable trip count), and
+ *      gamma(t, n) = sum_{arcs a with pdf n} p_a alpha'(t, src_a) beta(t+1, dst_a)
+ *                    x(t, n) / tot(t) = sum_{v with pdf n} w(v) u(t+1, v) / tot(t),
+ *      with u(t+1, v) pulled again from the segment's alpha(t): pulls that
+ *      accumulate in registers instead of Kaldi's read-modify-write of
+ *      gamma(t, pdf_a) per arc (which measured slower).
+ *  - Arithmetic: float32 storage of alpha, beta', tot and gamma, as Kaldi.
+ *    The per-arc products and the per-state sums over arcs are float
+ *    multiply-adds (two interleaved accumulators; Kaldi forms each product in
+ *    float and sums them in double); the sums over states (tot, the leaky
+ *    terms, the total probability) are float over runs of 16 states, then
+ *    double; log-probs in double. The differences to Kaldi's CPU code and to
+ *    the torch path are of the order of float rounding (spec section 8;
+ *    tests/chain/test_denominator_c.py: about 1e-6 on the posteriors, 1e-7
+ *    relative on log-probs). Each lane does the same operations whatever the
+ *    other lanes hold and whatever the block width, so a sequence's results do
+ *    not depend on the batch it is in, on the number of threads, or on the
+ *    other sequences' lengths (on one instruction set).
+ *  - Instruction sets: the block kernel is compiled for baseline (16 lanes),
+ *    AVX2 and AVX-512 (16 and 32 lanes each) by including this file again
+ *    with KB_DEN_TEMPLATE defined, with target attributes, and picked at run
+ *    time (__builtin_cpu_supports), since the extension is built without
+ *    -march.
  */
 #ifndef KB_DEN_TEMPLATE
 #include <math.h>
@@ -56,11 +77,100 @@
 
 #include "common.h"
 
-#define KB_DEN_SB 16 /* lanes (sequences) per block */
+#define KB_DEN_SB_MAX 32 /* lanes (sequences) per block: 16 or 32 */
 #define KB_DEN_ALIGN 64
-
+#define KB_DEN_RUN 16 /* states per float partial sum of a sum over states */
+#ifndef KB_DEN_SEG_BYTES
+#define KB_DEN_SEG_BYTES (1 << 19) /* alphas of one backward segment (a quarter of an L2) */
+#endif
 
 #define KB_LIMIT 30.0f
+
+/*
+ * A "pull" out[r] = sum_{a in arcs(r)} p_a rows[idx_a] over R output rows,
+ * laid out for the kernel: the rows in order of their number of arcs (stable),
+ * so that runs of rows with the same count follow each other and the loop
+ * over a row's arcs has a predictable trip count. Position k = 0..R-1 is row
+ * ord[k], its arcs are idx/p[off[k] .. off[k+1]); runs: positions
+ * run[b] .. run[b+1] (b < nrun) all have run_n[b] arcs.
+ */
+typedef struct {
+  int32_t R, nrun;
+  const int32_t *ord, *idx, *run, *run_n;
+  const int64_t *off;
+  const float *p;
+} kb_pull_plan;
+
+typedef struct {
+  int32_t *ord, *idx, *run, *run_n;
+  int64_t *off;
+  float *p;
+} kb_pull_plan_mem;
+
+static void kb_pull_plan_free(kb_pull_plan_mem *m) {
+  free(m->ord);
+  free(m->idx);
+  free(m->run);
+  free(m->run_n);
+  free(m->off);
+  free(m->p);
+  memset(m, 0, sizeof(*m));
+}
+
+/* Plan of the pull whose row r has arcs idx/p[roff[r] .. roff[r+1]). 0 when out
+   of memory. */
+static int kb_pull_plan_build(int32_t R, const int64_t *roff, const int32_t *idx,
+                              const float *p, kb_pull_plan *pl, kb_pull_plan_mem *m) {
+  memset(m, 0, sizeof(*m));
+  const int64_t A = roff[R];
+  int32_t maxn = 0;
+  for (int32_t r = 0; r < R; r++)
+    if (roff[r + 1] - roff[r] > maxn) maxn = (int32_t)(roff[r + 1] - roff[r]);
+  int64_t *cnt = calloc((size_t)maxn + 2, sizeof(int64_t));
+  m->ord = malloc((size_t)(R ? R : 1) * sizeof(int32_t));
+  m->off = malloc((size_t)(R + 1) * sizeof(int64_t));
+  m->idx = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
+  m->p = malloc((size_t)(A ? A : 1) * sizeof(float));
+  m->run = malloc((size_t)(maxn + 2) * sizeof(int32_t));
+  m->run_n = malloc((size_t)(maxn + 1) * sizeof(int32_t));
+  if (!cnt || !m->ord || !m->off || !m->idx || !m->p || !m->run || !m->run_n) {
+    free(cnt);
+    kb_pull_plan_free(m);
+    return 0;
+  }
+  for (int32_t r = 0; r < R; r++) cnt[roff[r + 1] - roff[r] + 1]++;
+  int32_t nrun = 0;
+  for (int32_t n = 0; n <= maxn; n++) {
+    if (cnt[n + 1]) {
+      m->run[nrun] = (int32_t)cnt[n];
+      m->run_n[nrun] = n;
+      nrun++;
+    }
+    cnt[n + 1] += cnt[n];
+  }
+  m->run[nrun] = R;
+  for (int32_t r = 0; r < R; r++) m->ord[cnt[roff[r + 1] - roff[r]]++] = r;
+  int64_t o = 0;
+  for (int32_t k = 0; k < R; k++) {
+    const int32_t r = m->ord[k];
+    m->off[k] = o;
+    for (int64_t a = roff[r]; a < roff[r + 1]; a++, o++) {
+      m->idx[o] = idx[a];
+      m->p[o] = p[a];
+    }
+  }
+  m->off[R] = o;
+  free(cnt);
+  pl->R = R;
+  pl->nrun = nrun;
+  pl->ord = m->ord;
+  pl->idx = m->idx;
+  pl->run = m->run;
+  pl->run_n = m->run_n;
+  pl->off = m->off;
+  pl->p = m->p;
+  return 1;
+}
 
 /* The graph, regrouped for the block kernel (built once per call). */
 typedef struct {
@@ -73,34 +183,38 @@ typedef struct {
   const int32_t *fv_src;
   const float *fv_p;
   const int64_t *j_voff; /* groups of destination j: j_voff[j] .. j_voff[j+1] */
-  /* backward: arcs leaving i: bo_v/bo_p[bo_off[i] .. bo_off[i+1]), v ascending */
-  const int64_t *bo_off;
-  const int32_t *bo_v;
-  const int32_t *bo_pdf; /* pdf of each of those arcs */
-  const float *bo_p;
   const float *init; /* [H] */
   const float *linit; /* [H]: (float)leaky * init (float product, as torch) */
+  const float *vleak; /* [V]: sum_{a in v} p_a linit(src_a), the leak into group v */
+  kb_pull_plan bwd;   /* rows i: sum_{a leaving i} p_a w(v_a) */
 } kb_den_graph;
 
 typedef struct {
   const float *y;        /* [S][T][D] */
   const int64_t *lengths; /* [S] or NULL */
   int32_t S, T;
+  int32_t K; /* frames per checkpoint segment (backward) */
   float leaky_f;
   float *logprob; /* [S] */
   float *deriv;   /* [S][T][D] or NULL */
 } kb_den_io;
 
-/* Scratch of one block (one worker thread). */
+/* Scratch of one block (one worker thread), for SB lanes and segments of K
+   frames. */
 typedef struct {
-  float *alpha;  /* [T+1 (2 if forward only)][H][SB]: alpha' (leak added) */
+  float *ck;     /* [(T-1)/K + 1][H][SB]: alpha' of frames 0, K, 2K, ... (backward) */
+  float *al;     /* [max(K, 2)][H][SB]: alpha' of the other frames of a segment
+                    (backward), or of frames t-1, t (forward) */
   float *tot;    /* [T+1][SB]: sum of un-leaked alphas */
-  double *tp;    /* [T+1][SB]: sum of alpha' */
+  double *tp;    /* [T+1][SB]: sum of alpha' (where a sequence ends) */
   float *x;      /* [T][D][SB]: limited exp of the outputs */
+  float *ytmp;   /* [D rounded up to 16]: one row of limited outputs */
   float *wv;     /* [V][SB]: beta(t+1, dst_v) x(t, pdf_v) (backward) */
   float *beta;   /* [H][SB] (backward) */
   float *gam;    /* [D][SB] (backward) */
 } kb_den_work;
+
+#define KB_DEN_NWORK 9
 
 static void *kb_aligned(size_t n) {
   if (n == 0) n = KB_DEN_ALIGN;
@@ -109,10 +223,12 @@ static void *kb_aligned(size_t n) {
 }
 
 static void kb_den_work_free(kb_den_work *w) {
-  free(w->alpha);
+  free(w->ck);
+  free(w->al);
   free(w->tot);
   free(w->tp);
   free(w->x);
+  free(w->ytmp);
   free(w->wv);
   free(w->beta);
   free(w->gam);
@@ -120,41 +236,44 @@ static void kb_den_work_free(kb_den_work *w) {
 }
 
 /* Sizes (bytes) of the scratch arrays of one block, in kb_den_work order. */
-static void kb_den_work_sizes(int32_t H, int32_t D, int32_t V, int32_t T, int backward,
-                              size_t sz[8]) {
-  const size_t SB = KB_DEN_SB;
-  sz[0] = (backward ? (size_t)(T + 1) : 2) * H * SB * sizeof(float);
-  sz[1] = (size_t)(T + 1) * SB * sizeof(float);
-  sz[2] = (size_t)(T + 1) * SB * sizeof(double);
-  sz[3] = (size_t)T * D * SB * sizeof(float);
-  sz[4] = 0; /* (unused) */
-  sz[5] = backward ? (size_t)V * SB * sizeof(float) : 0;
-  sz[6] = backward ? (size_t)H * SB * sizeof(float) : 0;
-  sz[7] = backward ? (size_t)D * SB * sizeof(float) : 0;
+static void kb_den_work_sizes(int32_t H, int32_t D, int32_t V, int32_t T, int32_t SB,
+                              int32_t K, int backward, size_t sz[KB_DEN_NWORK]) {
+  sz[0] = backward ? (size_t)((T - 1) / K + 1) * H * SB * sizeof(float) : 0;
+  sz[1] = (size_t)(K > 2 ? K : 2) * H * SB * sizeof(float);
+  sz[2] = (size_t)(T + 1) * SB * sizeof(float);
+  sz[3] = (size_t)(T + 1) * SB * sizeof(double);
+  sz[4] = (size_t)T * D * SB * sizeof(float);
+  sz[5] = (size_t)(D + 15) / 16 * 16 * sizeof(float);
+  sz[6] = backward ? (size_t)V * SB * sizeof(float) : 0;
+  sz[7] = backward ? (size_t)H * SB * sizeof(float) : 0;
+  sz[8] = backward ? (size_t)D * SB * sizeof(float) : 0;
 }
 
-static size_t kb_den_work_bytes(int32_t H, int32_t D, int32_t V, int32_t T, int backward) {
-  size_t sz[8], n = 0;
-  kb_den_work_sizes(H, D, V, T, backward, sz);
-  for (int i = 0; i < 8; i++) n += sz[i];
+static size_t kb_den_work_bytes(int32_t H, int32_t D, int32_t V, int32_t T, int32_t SB,
+                                int32_t K, int backward) {
+  size_t sz[KB_DEN_NWORK], n = 0;
+  kb_den_work_sizes(H, D, V, T, SB, K, backward, sz);
+  for (int i = 0; i < KB_DEN_NWORK; i++) n += sz[i];
   return n;
 }
 
 static int kb_den_work_alloc(kb_den_work *w, int32_t H, int32_t D, int32_t V, int32_t T,
-                             int backward) {
-  size_t sz[8];
-  kb_den_work_sizes(H, D, V, T, backward, sz);
+                             int32_t SB, int32_t K, int backward) {
+  size_t sz[KB_DEN_NWORK];
+  kb_den_work_sizes(H, D, V, T, SB, K, backward, sz);
   memset(w, 0, sizeof(*w));
-  w->alpha = kb_aligned(sz[0]);
-  w->tot = kb_aligned(sz[1]);
-  w->tp = kb_aligned(sz[2]);
-  w->x = kb_aligned(sz[3]);
-  int ok = w->alpha && w->tot && w->tp && w->x;
+  w->al = kb_aligned(sz[1]);
+  w->tot = kb_aligned(sz[2]);
+  w->tp = kb_aligned(sz[3]);
+  w->x = kb_aligned(sz[4]);
+  w->ytmp = kb_aligned(sz[5]);
+  int ok = w->al && w->tot && w->tp && w->x && w->ytmp;
   if (backward) {
-    w->wv = kb_aligned(sz[5]);
-    w->beta = kb_aligned(sz[6]);
-    w->gam = kb_aligned(sz[7]);
-    ok = ok && w->wv && w->beta && w->gam;
+    w->ck = kb_aligned(sz[0]);
+    w->wv = kb_aligned(sz[6]);
+    w->beta = kb_aligned(sz[7]);
+    w->gam = kb_aligned(sz[8]);
+    ok = ok && w->ck && w->wv && w->beta && w->gam;
   }
   if (!ok) {
     kb_den_work_free(w);
@@ -167,49 +286,68 @@ typedef void (*kb_den_block_fn)(const kb_den_graph *, const kb_den_io *, kb_den_
                                 int32_t, int32_t, double *);
 
 /*
- * The block kernel, instantiated below once per instruction set by including
- * this file again with KB_DEN_TEMPLATE defined: KB_VW = doubles per native
- * vector (2 SSE2, 4 AVX2, 8 AVX-512), KB_FN = the function's name, KB_ATTR =
- * its target attribute. A row of KB_DEN_SB lanes is KB_DEN_SB / KB_VW native
- * vectors held in small arrays that the compiler keeps in registers.
+ * The block kernel, instantiated below once per instruction set and block
+ * width by including this file again with KB_DEN_TEMPLATE defined: KB_VW =
+ * floats per native vector (4 SSE2, 8 AVX2, 16 AVX-512), KB_SB = lanes per
+ * block, KB_FN = the function's name, KB_ATTR = its target attribute. A row of
+ * KB_SB lanes is KB_SB / KB_VW native vectors held in small arrays that the
+ * compiler keeps in registers.
  */
 #define KB_DEN_TEMPLATE
-#define KB_VW 2
+#define KB_ATTR
+#define KB_VW 4
 #define KB_SHUF_LO 0, 1
 #define KB_SHUF_HI 2, 3
-#define KB_FN kb_den_block_generic
-#define KB_ATTR
+#define KB_SB 16
+#define KB_FN kb_den_block_generic16
 #include "chain_den.c"
+#undef KB_SB
+#undef KB_FN
 #undef KB_SHUF_LO
 #undef KB_SHUF_HI
 #undef KB_VW
-#undef KB_FN
 #undef KB_ATTR
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define KB_DEN_X86 1
-#define KB_VW 4
+#define KB_ATTR __attribute__((target("avx2,fma"), optimize("fp-contract=fast")))
+#define KB_VW 8
 #define KB_SHUF_LO 0, 1, 2, 3
 #define KB_SHUF_HI 4, 5, 6, 7
-#define KB_FN kb_den_block_avx2
-#define KB_ATTR __attribute__((target("avx2,fma"), optimize("fp-contract=fast")))
+#define KB_SB 16
+#define KB_FN kb_den_block_avx2_16
 #include "chain_den.c"
-#undef KB_VW
+#undef KB_SB
 #undef KB_FN
+#define KB_SB 32
+#define KB_FN kb_den_block_avx2_32
+#include "chain_den.c"
+#undef KB_SB
+#undef KB_FN
+#undef KB_SHUF_LO
+#undef KB_SHUF_HI
+#undef KB_VW
 #undef KB_ATTR
 
-#undef KB_SHUF_LO
-#undef KB_SHUF_HI
-#define KB_VW 8
+#define KB_ATTR                                                                      \
+  __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"),                       \
+                 optimize("fp-contract=fast")))
+#define KB_VW 16
 #define KB_SHUF_LO 0, 1, 2, 3, 4, 5, 6, 7
 #define KB_SHUF_HI 8, 9, 10, 11, 12, 13, 14, 15
-#define KB_FN kb_den_block_avx512
-#define KB_ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"), optimize("fp-contract=fast")))
+#define KB_SB 16
+#define KB_FN kb_den_block_avx512_16
 #include "chain_den.c"
-#undef KB_VW
+#undef KB_SB
+#undef KB_FN
+#define KB_SB 32
+#define KB_FN kb_den_block_avx512_32
+#include "chain_den.c"
+#undef KB_SB
+#undef KB_FN
 #undef KB_SHUF_LO
 #undef KB_SHUF_HI
-#undef KB_FN
+#undef KB_VW
 #undef KB_ATTR
 #endif
 #undef KB_DEN_TEMPLATE
@@ -229,21 +367,31 @@ static int kb_den_pick_isa(int isa) {
   return best;
 }
 
-static kb_den_block_fn kb_den_fn(int isa) {
+/* The block width: 32 lanes (with AVX2/AVX-512) when there are more than 16
+   sequences and the 32-lane blocks still give every thread one. */
+static int32_t kb_den_pick_sb(int isa, int32_t S, int nt) {
+  if (isa == 0 || S <= 16) return 16;
+  const int32_t b32 = (S + 31) / 32, b16 = (S + 15) / 16;
+  return b32 >= (nt < b16 ? nt : b16) ? 32 : 16;
+}
+
+static kb_den_block_fn kb_den_fn(int isa, int32_t sb) {
 #ifdef KB_DEN_X86
-  if (isa == 2) return kb_den_block_avx512;
-  if (isa == 1) return kb_den_block_avx2;
+  if (isa == 2) return sb == 32 ? kb_den_block_avx512_32 : kb_den_block_avx512_16;
+  if (isa == 1) return sb == 32 ? kb_den_block_avx2_32 : kb_den_block_avx2_16;
 #endif
   (void)isa;
-  return kb_den_block_generic;
+  (void)sb;
+  return kb_den_block_generic16;
 }
 
 /* Regroup the graph (see kb_den_graph). Returns KB_OK or an error. */
 typedef struct {
-  int32_t *v_dst, *v_pdf, *fv_src, *bo_v, *bo_pdf;
+  int32_t *v_dst, *v_pdf, *fv_src, *bo_v;
   int64_t *v_off, *j_voff, *bo_off;
   float *fv_p, *bo_p;
-  float *linit;
+  float *linit, *vleak;
+  kb_pull_plan_mem bwd;
 } kb_den_graph_mem;
 
 static void kb_den_graph_free(kb_den_graph_mem *m) {
@@ -251,13 +399,14 @@ static void kb_den_graph_free(kb_den_graph_mem *m) {
   free(m->v_pdf);
   free(m->fv_src);
   free(m->bo_v);
-  free(m->bo_pdf);
   free(m->v_off);
   free(m->j_voff);
   free(m->bo_off);
   free(m->fv_p);
   free(m->bo_p);
   free(m->linit);
+  free(m->vleak);
+  kb_pull_plan_free(&m->bwd);
   memset(m, 0, sizeof(*m));
 }
 
@@ -311,12 +460,11 @@ static int kb_den_graph_build(int32_t H, int32_t D, const int32_t *fwd, int64_t 
   m->j_voff = calloc((size_t)H + 1, sizeof(int64_t));
   m->bo_off = calloc((size_t)H + 1, sizeof(int64_t));
   m->bo_v = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
-  m->bo_pdf = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
   m->bo_p = malloc((size_t)(A ? A : 1) * sizeof(float));
   m->linit = malloc((size_t)H * sizeof(float));
   int rc = KB_OK;
   if (!cnt || !ord1 || !ord2 || !a_src || !a_idx || !a_vid || !m->v_dst || !m->v_pdf ||
-      !m->v_off || !m->fv_src || !m->fv_p || !m->j_voff || !m->bo_off || !m->bo_v || !m->bo_pdf ||
+      !m->v_off || !m->fv_src || !m->fv_p || !m->j_voff || !m->bo_off || !m->bo_v ||
       !m->bo_p || !m->linit) {
     rc = kb_fail(err, errlen, KB_ENOMEM, "out of memory building the den graph index");
     goto done;
@@ -375,10 +523,19 @@ static int kb_den_graph_build(int32_t H, int32_t D, const int32_t *fwd, int64_t 
     int32_t k = ord2[r];
     int64_t pos = cnt[a_src[k]]++;
     m->bo_v[pos] = a_vid[k];
-    m->bo_pdf[pos] = tpdf[a_idx[k]];
     m->bo_p[pos] = tprob[a_idx[k]];
   }
   for (int32_t i = 0; i < H; i++) m->linit[i] = leaky_f * init[i];
+  m->vleak = malloc((size_t)(g->V ? g->V : 1) * sizeof(float));
+  if (!m->vleak) {
+    rc = kb_fail(err, errlen, KB_ENOMEM, "out of memory building the den graph index");
+    goto done;
+  }
+  for (int32_t v = 0; v < g->V; v++) {
+    float c = 0.0f;
+    for (int64_t r = m->v_off[v]; r < m->v_off[v + 1]; r++) c += m->fv_p[r] * m->linit[m->fv_src[r]];
+    m->vleak[v] = c;
+  }
   g->H = H;
   g->D = D;
   g->A = A;
@@ -388,12 +545,19 @@ static int kb_den_graph_build(int32_t H, int32_t D, const int32_t *fwd, int64_t 
   g->fv_src = m->fv_src;
   g->fv_p = m->fv_p;
   g->j_voff = m->j_voff;
-  g->bo_off = m->bo_off;
-  g->bo_v = m->bo_v;
-  g->bo_pdf = m->bo_pdf;
-  g->bo_p = m->bo_p;
   g->init = init;
   g->linit = m->linit;
+  g->vleak = m->vleak;
+  /* the backward's per-state pull */
+  if (!kb_pull_plan_build(H, m->bo_off, m->bo_v, m->bo_p, &g->bwd, &m->bwd))
+    rc = kb_fail(err, errlen, KB_ENOMEM, "out of memory building the den graph index");
+  /* (the plan holds the backward's arcs now) */
+  free(m->bo_off);
+  free(m->bo_v);
+  free(m->bo_p);
+  m->bo_off = NULL;
+  m->bo_v = NULL;
+  m->bo_p = NULL;
 done:
   free(cnt);
   free(ord1);
@@ -440,7 +604,7 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
                        "length %lld of sequence %d out of range [1, %d] (the padded number of "
                        "frames)", (long long)lengths[s], (int)s, (int)T);
   }
-  if ((double)T * D * KB_DEN_SB > 1e12 || (double)(T + 1) * H * KB_DEN_SB > 1e12)
+  if ((double)T * D * KB_DEN_SB_MAX > 1e12 || (double)T * num_transitions * KB_DEN_SB_MAX > 1e12)
     return kb_fail(err, errlen, KB_EINVAL, "sizes too large: %d frames, %d states", (int)T,
                    (int)H);
 
@@ -452,24 +616,34 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
                               &g, &gm, err, errlen);
   if (rc != KB_OK) return rc;
 
-  kb_den_io io = {nnet_output, lengths, S, T, leaky_f, logprob, deriv};
-  const int32_t nblocks = (S + KB_DEN_SB - 1) / KB_DEN_SB;
-  kb_den_block_fn fn = kb_den_fn(kb_den_pick_isa(isa));
+  kb_den_io io = {nnet_output, lengths, S, T, 1, leaky_f, logprob, deriv};
+  int nt = 1;
+#ifdef _OPENMP
+  nt = num_threads > 0 ? num_threads : omp_get_max_threads();
+#endif
+  const int isa_used = kb_den_pick_isa(isa);
+  const int32_t SB = kb_den_pick_sb(isa_used, S, nt);
+  const int32_t nblocks = (S + SB - 1) / SB;
+  kb_den_block_fn fn = kb_den_fn(isa_used, SB);
+  {
+    /* segment length: K frames of alphas (H rows of SB floats each) in about
+       KB_DEN_SEG_BYTES, so that a segment stays in the L2 cache */
+    int64_t k = (int64_t)KB_DEN_SEG_BYTES / ((int64_t)H * SB * (int64_t)sizeof(float) + 1);
+    io.K = (int32_t)(k < 1 ? 1 : (k > T ? T : k));
+  }
   double *bchecks = calloc((size_t)nblocks * 2, sizeof(double));
   if (!bchecks) {
     kb_den_graph_free(&gm);
     return kb_fail(err, errlen, KB_ENOMEM, "out of memory");
   }
   int nomem = 0;
-  int nt = 1;
 #ifdef _OPENMP
-  nt = num_threads > 0 ? num_threads : omp_get_max_threads();
   if (nt > nblocks) nt = nblocks;
 #pragma omp parallel num_threads(nt) reduction(| : nomem)
   {
 #endif
     kb_den_work w;
-    int have = kb_den_work_alloc(&w, H, D, g.V, T, deriv != NULL);
+    int have = kb_den_work_alloc(&w, H, D, g.V, T, SB, io.K, deriv != NULL);
     /* every thread must reach the worksharing loop, allocated or not */
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
@@ -479,8 +653,8 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
         nomem = 1;
         continue;
       }
-      int32_t b0 = b * KB_DEN_SB;
-      int32_t nb = S - b0 < KB_DEN_SB ? S - b0 : KB_DEN_SB;
+      int32_t b0 = b * SB;
+      int32_t nb = S - b0 < SB ? S - b0 : SB;
       fn(&g, &io, &w, b0, nb, bchecks + 2 * b);
     }
     if (have) kb_den_work_free(&w);
@@ -490,7 +664,7 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
   if (nomem) {
     rc = kb_fail(err, errlen, KB_ENOMEM,
                  "out of memory allocating the den forward-backward scratch (%zu bytes per "
-                 "thread)", kb_den_work_bytes(H, D, g.V, T, deriv != NULL));
+                 "thread)", kb_den_work_bytes(H, D, g.V, T, SB, io.K, deriv != NULL));
   } else if (checks) {
     checks[0] = checks[1] = 0.0;
     for (int32_t b = 0; b < nblocks; b++) {
@@ -499,12 +673,15 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
     }
   }
   if (scratch_bytes) {
-    /* per worker: kb_den_work; graph index: v_dst, v_pdf, fv_src, bo_v (int32),
-       v_off, fv_p, bo_p (8 bytes), j_voff, bo_off, linit; build temporaries freed before */
-    int64_t A = g.A;
-    scratch_bytes[0] = (int64_t)kb_den_work_bytes(H, D, g.V, T, deriv != NULL) * nt +
-                       A * (7 * 4 + 8) + (int64_t)(H + 1) * 16 + (int64_t)H * 4 +
-                       (int64_t)nblocks * 16;
+    /* while the blocks run: per worker, kb_den_work; the graph index: per arc
+       v_dst, v_pdf, fv_src, fv_p, plan idx and p (4 bytes), v_off (8); per
+       state j_voff, plan off (8), linit, plan ord (4); vleak (4 per group);
+       the block checks (16 per block). (The build's temporaries are freed
+       before; they are smaller for T * SB > 4.) */
+    const int64_t A = g.A;
+    scratch_bytes[0] = (int64_t)kb_den_work_bytes(H, D, g.V, T, SB, io.K, deriv != NULL) * nt +
+                       A * 32 + ((int64_t)H + 1) * 24 + (int64_t)g.V * 4 +
+                       (int64_t)(g.bwd.nrun + 1) * 8 + (int64_t)nblocks * 16;
   }
   free(bchecks);
   kb_den_graph_free(&gm);
@@ -512,30 +689,27 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
 }
 
 
-#else /* KB_DEN_TEMPLATE: the block kernel for one vector width */
+#else /* KB_DEN_TEMPLATE: the block kernel for one vector width and block width */
 
 #define KB_CAT2(a, b) a##b
 #define KB_CAT(a, b) KB_CAT2(a, b)
-#define VD KB_CAT(kb_vd, KB_VW) /* KB_VW doubles: one native register */
-#define VF KB_CAT(kb_vf, KB_VW) /* 2 KB_VW floats: one native register */
-#define VH KB_CAT(kb_vh, KB_VW) /* KB_VW floats: half a register */
-#define NV (KB_DEN_SB / KB_VW)       /* double vectors per row of lanes */
-#define NF (KB_DEN_SB / (2 * KB_VW)) /* float vectors per row of lanes */
-typedef double VD __attribute__((vector_size(KB_VW * 8), aligned(8)));
-typedef float VF __attribute__((vector_size(KB_VW * 8), aligned(4)));
-typedef float VH __attribute__((vector_size(KB_VW * 4), aligned(4)));
+#define VF KB_CAT(kb_vf, KB_VW) /* KB_VW floats: one native register */
+#define VI KB_CAT(kb_vi, KB_VW) /* KB_VW int32 */
+#define VD KB_CAT(kb_vd, KB_VW) /* KB_VW / 2 doubles */
+#define VH KB_CAT(kb_vh, KB_VW) /* KB_VW / 2 floats: half a register */
+#define NF (KB_SB / KB_VW)      /* float vectors per row of lanes */
+typedef float VF __attribute__((vector_size(KB_VW * 4), aligned(4)));
+typedef int32_t VI __attribute__((vector_size(KB_VW * 4), aligned(4)));
+typedef double VD __attribute__((vector_size(KB_VW * 4), aligned(8)));
+typedef float VH __attribute__((vector_size(KB_VW * 2), aligned(4)));
 #define LDF(p) (*(const VF *)(p))
-#define LDH(p) (*(const VH *)(p))
-#define LDD(p) (*(const VD *)(p))
 #define STF(p, v) (*(VF *)(p) = (v))
-#define STH(p, v) (*(VH *)(p) = (v))
-#define STD(p, v) (*(VD *)(p) = (v))
 /* float <-> double conversions: GCC lowers __builtin_convertvector between
    8 floats and 8 doubles as four 4-wide conversions, so use the instructions */
-#if KB_VW == 8
+#if KB_VW == 16
 #define H2D(v) ((VD)_mm512_cvtps_pd((__m256)(v)))
 #define D2H(v) ((VH)_mm512_cvtpd_ps((__m512d)(v)))
-#elif KB_VW == 4
+#elif KB_VW == 8
 #define H2D(v) ((VD)_mm256_cvtps_pd((__m128)(v)))
 #define D2H(v) ((VH)_mm256_cvtpd_ps((__m256d)(v)))
 #else
@@ -544,63 +718,127 @@ typedef float VH __attribute__((vector_size(KB_VW * 4), aligned(4)));
 #endif
 #define LO(v) __builtin_shufflevector((v), (v), KB_SHUF_LO)
 #define HI(v) __builtin_shufflevector((v), (v), KB_SHUF_HI)
-#define FORQ _Pragma("GCC unroll 16") for (int q = 0; q < NV; q++)
 #define FORF _Pragma("GCC unroll 16") for (int f = 0; f < NF; f++)
+/* dacc[2 NF] (double) += v[NF] (float), lane by lane */
+#define ADD_D(dacc, v)                 \
+  FORF {                               \
+    dacc[2 * f] += H2D(LO((v)[f]));     \
+    dacc[2 * f + 1] += H2D(HI((v)[f])); \
+  }
+/* out[NF] (float) = (float) dacc[2 NF] */
+#define D2F(out, dacc) \
+  FORF(out)[f] = __builtin_shufflevector(D2H(dacc[2 * f]), D2H(dacc[2 * f + 1]), KB_SHUF_LO, KB_SHUF_HI)
 
 /*
- * acc[0..NV) (double lanes) += sum over positions a in [a0, a1) of
- * p[a] * rows[idx[a]] (float rows of SB lanes): the products and partial sums
- * of up to 4 arcs in float (fused multiply-add where the instruction set has
- * it), each partial sum then added in double (Kaldi's GPU kernel: pairs).
+ * acc[NF] (float) = sum over positions a in [a0, a1) of p[a] * rows[idx[a]]
+ * (rows of SB floats): multiply-adds into two accumulators (even and odd
+ * positions), added at the end.
  */
-#define KB_GATHER_SUM(acc, a0, a1, p, idx, rows)                                          \
-  do {                                                                                   \
-    int64_t a_ = (a0);                                                                   \
-    const int64_t ae_ = (a1);                                                            \
-    for (; a_ + 4 <= ae_; a_ += 4) {                                                     \
-      const float p0_ = (p)[a_], p1_ = (p)[a_ + 1], p2_ = (p)[a_ + 2], p3_ = (p)[a_ + 3]; \
-      const float *r0_ = (rows) + (size_t)(idx)[a_] * SB;                                \
-      const float *r1_ = (rows) + (size_t)(idx)[a_ + 1] * SB;                            \
-      const float *r2_ = (rows) + (size_t)(idx)[a_ + 2] * SB;                            \
-      const float *r3_ = (rows) + (size_t)(idx)[a_ + 3] * SB;                            \
-      FORF {                                                                             \
-        VF c_ = (p0_ * LDF(r0_ + f * 2 * KB_VW) + p1_ * LDF(r1_ + f * 2 * KB_VW)) +      \
-                (p2_ * LDF(r2_ + f * 2 * KB_VW) + p3_ * LDF(r3_ + f * 2 * KB_VW));       \
-        acc[2 * f] += H2D(LO(c_));                                                       \
-        acc[2 * f + 1] += H2D(HI(c_));                                                   \
-      }                                                                                  \
-    }                                                                                    \
-    if (a_ + 2 <= ae_) {                                                                 \
-      const float p0_ = (p)[a_], p1_ = (p)[a_ + 1];                                      \
-      const float *r0_ = (rows) + (size_t)(idx)[a_] * SB;                                \
-      const float *r1_ = (rows) + (size_t)(idx)[a_ + 1] * SB;                            \
-      FORF {                                                                             \
-        VF c_ = p0_ * LDF(r0_ + f * 2 * KB_VW) + p1_ * LDF(r1_ + f * 2 * KB_VW);         \
-        acc[2 * f] += H2D(LO(c_));                                                       \
-        acc[2 * f + 1] += H2D(HI(c_));                                                   \
-      }                                                                                  \
-      a_ += 2;                                                                           \
-    }                                                                                    \
-    if (a_ < ae_) {                                                                      \
-      const float p0_ = (p)[a_];                                                         \
-      const float *r0_ = (rows) + (size_t)(idx)[a_] * SB;                                \
-      FORF {                                                                             \
-        VF c_ = p0_ * LDF(r0_ + f * 2 * KB_VW);                                          \
-        acc[2 * f] += H2D(LO(c_));                                                       \
-        acc[2 * f + 1] += H2D(HI(c_));                                                   \
-      }                                                                                  \
-    }                                                                                    \
+#define KB_PULL(acc, a0, a1, p, idx, rows)                                  \
+  do {                                                                      \
+    VF e_[NF], o_[NF];                                                      \
+    FORF e_[f] = o_[f] = (VF){0};                                           \
+    int64_t a_ = (a0);                                                      \
+    const int64_t ae_ = (a1);                                               \
+    for (; a_ + 2 <= ae_; a_ += 2) {                                        \
+      const float p0_ = (p)[a_], p1_ = (p)[a_ + 1];                         \
+      const float *r0_ = (rows) + (size_t)(idx)[a_] * KB_SB;                \
+      const float *r1_ = (rows) + (size_t)(idx)[a_ + 1] * KB_SB;            \
+      FORF {                                                                \
+        e_[f] += p0_ * LDF(r0_ + f * KB_VW);                                \
+        o_[f] += p1_ * LDF(r1_ + f * KB_VW);                                \
+      }                                                                     \
+    }                                                                       \
+    if (a_ < ae_) {                                                         \
+      const float p0_ = (p)[a_];                                            \
+      const float *r0_ = (rows) + (size_t)(idx)[a_] * KB_SB;                \
+      FORF e_[f] += p0_ * LDF(r0_ + f * KB_VW);                             \
+    }                                                                       \
+    FORF(acc)[f] = e_[f] + o_[f];                                           \
   } while (0)
 
+#define KB_EXP KB_CAT(KB_FN, _exp)
+/* exp(v) for v in [-30, 30] (Cephes' expf: range reduction by ln 2 in two
+   parts, degree-7 polynomial; within 2 ulp of expf). */
+KB_ATTR static inline VF KB_EXP(VF v) {
+  const VF magic = (VF){0} + 12582912.0f; /* 1.5 * 2^23: rounds to an integer */
+  const VF tq = v * 1.44269504088896341f + magic;
+  const VF n = tq - magic;
+  const VI ni = (VI)tq - (VI)magic;
+  VF r = v - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  const VF z = r * r;
+  VF q = 1.9875691500e-4f * r + 1.3981999507e-3f;
+  q = q * r + 8.3334519073e-3f;
+  q = q * r + 4.1665795894e-2f;
+  q = q * r + 1.6666665459e-1f;
+  q = q * r + 5.0000001201e-1f;
+  q = q * z + r + 1.0f;
+  return q * (VF)((ni + 127) << 23);
+}
+#define KB_FSTEP KB_CAT(KB_FN, _fstep)
 /*
- * One block of up to KB_DEN_SB sequences starting at b0 (nb of them real).
+ * One forward frame: alpha(t) (without the leak) into at from alpha(t-1) (pa,
+ * also without it), tot(t-1) (ptot), x(t-1) (xt) and the scale 1 / tot(t-1)
+ * (scl). The leak enters through the groups: sum_{a in v} p_a alpha'(t-1,
+ * src_a) = sum_{a in v} p_a alpha(t-1, src_a) + vleak(v) tot(t-1). tot(t)
+ * (tott, SB floats) is computed and stored when compute_tot (else it is
+ * known: a recomputation does the same operations, so gives the same alphas).
+ */
+KB_ATTR static inline __attribute__((always_inline)) void KB_FSTEP(
+    const kb_den_graph *g, const float *pa, const float *ptot, float *at, const float *xt,
+    const float *scl, float *tott, int compute_tot) {
+  const int32_t H = g->H;
+  VF scale[NF], pt[NF], run[NF];
+  VD tacc[2 * NF];
+  FORF {
+    scale[f] = LDF(scl + f * KB_VW);
+    pt[f] = LDF(ptot + f * KB_VW);
+    run[f] = (VF){0};
+    tacc[2 * f] = tacc[2 * f + 1] = (VD){0};
+  }
+  int64_t v = 0;
+  for (int32_t j = 0; j < H; j++) {
+    /* alpha(t, j) = sum_{v into j} u(v) x(t-1, pdf_v) / tot(t-1),
+       u(v) = sum_{a in v} p_a alpha'(t-1, src_a) */
+    VF acc[NF];
+    FORF acc[f] = (VF){0};
+    const int64_t ve = g->j_voff[j + 1];
+    for (; v < ve; v++) {
+      const float *xr = xt + (size_t)g->v_pdf[v] * KB_SB;
+      const float vl = g->vleak[v];
+      VF u[NF];
+      KB_PULL(u, g->v_off[v], g->v_off[v + 1], g->fv_p, g->fv_src, pa);
+      FORF acc[f] += (u[f] + vl * pt[f]) * LDF(xr + f * KB_VW);
+    }
+    float *ar = at + (size_t)j * KB_SB;
+    FORF {
+      const VF al = acc[f] * scale[f];
+      STF(ar + f * KB_VW, al);
+      run[f] += al;
+    }
+    if (compute_tot && (j + 1) % KB_DEN_RUN == 0) {
+      ADD_D(tacc, run);
+      FORF run[f] = (VF){0};
+    }
+  }
+  if (compute_tot) {
+    VF totf[NF];
+    ADD_D(tacc, run);
+    D2F(totf, tacc);
+    FORF STF(tott + f * KB_VW, totf[f]);
+  }
+}
+
+/*
+ * One block of up to KB_SB sequences starting at b0 (nb of them real).
  * checks[0] = sum alpha'(0) beta'(0), checks[1] = sum gamma(0) over the real
  * lanes (backward only).
  */
 KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_work *w,
                           int32_t b0, int32_t nb, double *checks) {
-  enum { SB = KB_DEN_SB };
-  const int32_t H = g->H, D = g->D, T = io->T;
+  enum { SB = KB_SB };
+  const int32_t H = g->H, D = g->D, V = g->V, T = io->T, K = io->K;
   const int backward = io->deriv != NULL;
   const size_t HS = (size_t)H * SB;
   int32_t len[SB];
@@ -612,86 +850,86 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
 
   /* x(t, n, lane) = exp(limit(y)); 1 (neutral) past a sequence's end and in
      padding lanes. */
-  for (int32_t t = 0; t < T; t++) {
-    float *xt = w->x + (size_t)t * D * SB;
+  {
+    const int32_t D16 = (D + 15) / 16 * 16;
+    float *yt = w->ytmp;
+    for (int32_t n = D; n < D16; n++) yt[n] = 0.0f;
     for (int k = 0; k < SB; k++) {
-      if (k < nb && t < len[k]) {
-        const float *yr = io->y + ((size_t)(b0 + k) * T + t) * D;
-        for (int32_t n = 0; n < D; n++) {
-          float v = yr[n];
-          v = (v >= -KB_LIMIT) ? (v > KB_LIMIT ? KB_LIMIT : v) : -KB_LIMIT;
-          xt[(size_t)n * SB + k] = expf(v);
+      for (int32_t t = 0; t < T; t++) {
+        float *xt = w->x + (size_t)t * D * SB + k;
+        if (k < nb && t < len[k]) {
+          const float *yr = io->y + ((size_t)(b0 + k) * T + t) * D;
+          for (int32_t n = 0; n < D; n++) {
+            float v = yr[n];
+            yt[n] = (v >= -KB_LIMIT) ? (v > KB_LIMIT ? KB_LIMIT : v) : -KB_LIMIT;
+          }
+          for (int32_t n = 0; n < D16; n += KB_VW) STF(yt + n, KB_EXP(LDF(yt + n)));
+          for (int32_t n = 0; n < D; n++) xt[(size_t)n * SB] = yt[n];
+        } else {
+          for (int32_t n = 0; n < D; n++) xt[(size_t)n * SB] = 1.0f;
         }
-      } else {
-        for (int32_t n = 0; n < D; n++) xt[(size_t)n * SB + k] = 1.0f;
       }
     }
   }
 
-  /* ---------------- forward ---------------- */
+  /* ---------------- forward ----------------
+     alpha' of frame t is written to checkpoint t / K when t % K == 0 (and the
+     backward follows), else to the rolling buffer al[t & 1]. */
+#define KB_ALPHA_AT(t)                                                  \
+  ((backward && (t) % K == 0 && (t) < T) ? w->ck + (size_t)((t) / K) * HS \
+                                         : w->al + (size_t)((t) & 1) * HS)
   {
-    float *alpha0 = w->alpha;
+    float *alpha0 = KB_ALPHA_AT(0);
     double s = 0.0;
     for (int32_t j = 0; j < H; j++) s += (double)g->init[j];
     const float tot0 = (float)s;
     double tp = 0.0;
     for (int32_t j = 0; j < H; j++) {
-      const float a = g->init[j] + g->linit[j] * tot0;
-      for (int k = 0; k < SB; k++) alpha0[(size_t)j * SB + k] = a;
-      tp += (double)a;
+      for (int k = 0; k < SB; k++) alpha0[(size_t)j * SB + k] = g->init[j];
+      tp += (double)(g->init[j] + g->linit[j] * tot0);
     }
     for (int k = 0; k < SB; k++) {
       w->tot[k] = tot0;
       w->tp[k] = tp;
     }
   }
+  float scl[SB];
   for (int32_t t = 1; t <= T; t++) {
-    float *at = w->alpha + (size_t)(backward ? t : (t & 1)) * HS;
-    const float *pa = w->alpha + (size_t)(backward ? t - 1 : ((t - 1) & 1)) * HS;
-    const float *xt = w->x + (size_t)(t - 1) * D * SB;
-    const float *ptot = w->tot + (size_t)(t - 1) * SB;
-    VD scale[NV], totacc[NV];
-    FORQ {
-      /* Kaldi: BaseFloat arbitrary_scale = 1.0 / prev_tot */
-      scale[q] = H2D(D2H(1.0 / H2D(LDH(ptot + q * KB_VW))));
-      totacc[q] = (VD){0};
-    }
-    for (int32_t j = 0; j < H; j++) {
-      VD acc[NV];
-      FORQ acc[q] = (VD){0};
-      for (int64_t v = g->j_voff[j]; v < g->j_voff[j + 1]; v++) {
-        /* u[v] = sum_{a in v} p_a alpha'(t-1, src_a); alpha(t, j) += u x(pdf_v) */
-        VD u[NV];
-        FORQ u[q] = (VD){0};
-        KB_GATHER_SUM(u, g->v_off[v], g->v_off[v + 1], g->fv_p, g->fv_src, pa);
-        const float *xr = xt + (size_t)g->v_pdf[v] * SB;
-        FORQ acc[q] += u[q] * H2D(LDH(xr + q * KB_VW));
+    float *at = KB_ALPHA_AT(t);
+    const float *pa = KB_ALPHA_AT(t - 1);
+    /* Kaldi: BaseFloat arbitrary_scale = 1.0 / prev_tot */
+    for (int k = 0; k < SB; k++) scl[k] = (float)(1.0 / (double)w->tot[(size_t)(t - 1) * SB + k]);
+    KB_FSTEP(g, pa, w->tot + (size_t)(t - 1) * SB, at, w->x + (size_t)(t - 1) * D * SB, scl,
+             w->tot + (size_t)t * SB, 1);
+    /* the sum of alpha' where some sequence ends */
+    int sum_tp = 0;
+    for (int k = 0; k < SB; k++) sum_tp |= len[k] == t;
+    if (sum_tp) {
+      VF run[NF], tt[NF];
+      VD pacc[2 * NF];
+      FORF {
+        run[f] = (VF){0};
+        tt[f] = LDF(w->tot + (size_t)t * SB + f * KB_VW);
+        pacc[2 * f] = pacc[2 * f + 1] = (VD){0};
       }
-      float *ar = at + (size_t)j * SB;
-      FORQ {
-        VH al = D2H(acc[q] * scale[q]);
-        STH(ar + q * KB_VW, al);
-        totacc[q] += H2D(al);
+      for (int32_t j = 0; j < H; j++) {
+        const float *ar = at + (size_t)j * SB;
+        const float li = g->linit[j];
+        FORF run[f] += LDF(ar + f * KB_VW) + li * tt[f];
+        if ((j + 1) % KB_DEN_RUN == 0) {
+          ADD_D(pacc, run);
+          FORF run[f] = (VF){0};
+        }
       }
-    }
-    VH totf[NV];
-    VD tp[NV];
-    FORQ {
-      totf[q] = D2H(totacc[q]);
-      STH(w->tot + (size_t)t * SB + q * KB_VW, totf[q]);
-      tp[q] = (VD){0};
-    }
-    for (int32_t j = 0; j < H; j++) {
-      const float li = g->linit[j];
-      float *ar = at + (size_t)j * SB;
-      FORQ {
-        VH al = LDH(ar + q * KB_VW) + li * totf[q];
-        STH(ar + q * KB_VW, al);
-        tp[q] += H2D(al);
+      ADD_D(pacc, run);
+      double *tpr = w->tp + (size_t)t * SB;
+      FORF {
+        *(VD *)(tpr + f * KB_VW) = pacc[2 * f];
+        *(VD *)(tpr + f * KB_VW + KB_VW / 2) = pacc[2 * f + 1];
       }
     }
-    FORQ STD(w->tp + (size_t)t * SB + q * KB_VW, tp[q]);
   }
+#undef KB_ALPHA_AT
   double tot_prob[SB];
   for (int k = 0; k < nb; k++) {
     const int32_t L = len[k];
@@ -714,150 +952,154 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
     const float tb = io->leaky_f * (float)(init_sum * (double)bd);
     beta_last[k] = bd + tb;
   }
+  /* beta holds beta' (without the leak); beta = beta' + tbs (per lane) */
+  float tbs[SB];
+  for (int k = 0; k < SB; k++) tbs[k] = 0.0f;
   for (int32_t i = 0; i < H; i++)
     for (int k = 0; k < SB; k++) w->beta[(size_t)i * SB + k] = (len[k] == T) ? beta_last[k] : 0.0f;
-  for (int32_t t = T - 1; t >= 0; t--) {
-    /* sequences whose last frame is t start here */
-    if (t + 1 < T) {
-      for (int k = 0; k < SB; k++) {
-        if (len[k] == t + 1) {
-          for (int32_t i = 0; i < H; i++) w->beta[(size_t)i * SB + k] = beta_last[k];
+  /* segments [c, e) of K frames, last first: recompute alpha'(c+1 .. e-1) from
+     the checkpoint alpha'(c) into al[1 .. e-c-1], then run frames e-1 .. c */
+  for (int32_t c = (T - 1) / K * K; c >= 0; c -= K) {
+    const int32_t e = c + K < T ? c + K : T;
+    const float *ckc = w->ck + (size_t)(c / K) * HS;
+    for (int32_t t1 = c + 1; t1 < e; t1++) {
+      for (int k = 0; k < SB; k++)
+        scl[k] = (float)(1.0 / (double)w->tot[(size_t)(t1 - 1) * SB + k]);
+      KB_FSTEP(g, t1 == c + 1 ? ckc : w->al + (size_t)(t1 - 1 - c) * HS,
+               w->tot + (size_t)(t1 - 1) * SB, w->al + (size_t)(t1 - c) * HS,
+               w->x + (size_t)(t1 - 1) * D * SB, scl, w->tot + (size_t)t1 * SB, 0);
+    }
+    for (int32_t t = e - 1; t >= c; t--) {
+      /* sequences whose last frame is t start here */
+      if (t + 1 < T) {
+        for (int k = 0; k < SB; k++) {
+          if (len[k] == t + 1) {
+            for (int32_t i = 0; i < H; i++) w->beta[(size_t)i * SB + k] = beta_last[k];
+            tbs[k] = 0.0f;
+          }
         }
       }
-    }
-    const float *at = w->alpha + (size_t)t * HS;
-    const float *xt = w->x + (size_t)t * D * SB;
-    VF totf2[NF];
-    VD rtot[NV];
-    FORF totf2[f] = LDF(w->tot + (size_t)t * SB + f * 2 * KB_VW);
-    FORQ rtot[q] = 1.0 / H2D(LDH(w->tot + (size_t)t * SB + q * KB_VW));
-    /* w[v] = beta(t+1, dst_v) x(t, pdf_v) (float, as Kaldi's product) */
-    for (int32_t v = 0; v < g->V; v++) {
-      const float *br = w->beta + (size_t)g->v_dst[v] * SB;
-      const float *xr = xt + (size_t)g->v_pdf[v] * SB;
-      float *wr = w->wv + (size_t)v * SB;
-      FORF STF(wr + f * 2 * KB_VW, LDF(br + f * 2 * KB_VW) * LDF(xr + f * 2 * KB_VW));
-    }
-    memset(w->gam, 0, (size_t)D * SB * sizeof(float));
-    /* Kaldi's BetaDashGeneralFrame: for each state i, occ = alpha'(t, i) / tot(t);
-       for each arc a leaving i: f = p_a w[v_a]; beta'(t, i) += f (double);
-       gamma(t, pdf_a) += f occ (float). beta' overwrites beta(t+1). */
-    VD ib[NV];
-    FORQ ib[q] = (VD){0};
-    for (int32_t i = 0; i < H; i++) {
-      const float *ar = at + (size_t)i * SB;
-      VF occ[NF];
-      FORF occ[f] = LDF(ar + f * 2 * KB_VW) / totf2[f];
-      VD s[NV];
-      FORQ s[q] = (VD){0};
-      int64_t a = g->bo_off[i];
-      const int64_t ae = g->bo_off[i + 1];
-      for (; a + 4 <= ae; a += 4) {
-        const float p0 = g->bo_p[a], p1 = g->bo_p[a + 1], p2 = g->bo_p[a + 2],
-                    p3 = g->bo_p[a + 3];
-        const float *r0 = w->wv + (size_t)g->bo_v[a] * SB;
-        const float *r1 = w->wv + (size_t)g->bo_v[a + 1] * SB;
-        const float *r2 = w->wv + (size_t)g->bo_v[a + 2] * SB;
-        const float *r3 = w->wv + (size_t)g->bo_v[a + 3] * SB;
-        float *g0 = w->gam + (size_t)g->bo_pdf[a] * SB;
-        float *g1 = w->gam + (size_t)g->bo_pdf[a + 1] * SB;
-        float *g2 = w->gam + (size_t)g->bo_pdf[a + 2] * SB;
-        float *g3 = w->gam + (size_t)g->bo_pdf[a + 3] * SB;
-        FORF {
-          const VF f0 = p0 * LDF(r0 + f * 2 * KB_VW);
-          const VF f1 = p1 * LDF(r1 + f * 2 * KB_VW);
-          const VF f2 = p2 * LDF(r2 + f * 2 * KB_VW);
-          const VF f3 = p3 * LDF(r3 + f * 2 * KB_VW);
-          STF(g0 + f * 2 * KB_VW, LDF(g0 + f * 2 * KB_VW) + f0 * occ[f]);
-          STF(g1 + f * 2 * KB_VW, LDF(g1 + f * 2 * KB_VW) + f1 * occ[f]);
-          STF(g2 + f * 2 * KB_VW, LDF(g2 + f * 2 * KB_VW) + f2 * occ[f]);
-          STF(g3 + f * 2 * KB_VW, LDF(g3 + f * 2 * KB_VW) + f3 * occ[f]);
-          const VF c = (f0 + f1) + (f2 + f3);
-          s[2 * f] += H2D(LO(c));
-          s[2 * f + 1] += H2D(HI(c));
+      const float *at = t == c ? ckc : w->al + (size_t)(t - c) * HS; /* alpha(t) */
+      const float *xt = w->x + (size_t)t * D * SB;
+      float rts[SB];
+      for (int k = 0; k < SB; k++) rts[k] = (float)(1.0 / (double)w->tot[(size_t)t * SB + k]);
+      VF rt[NF], tt[NF];
+      FORF {
+        rt[f] = LDF(rts + f * KB_VW);
+        tt[f] = LDF(w->tot + (size_t)t * SB + f * KB_VW);
+      }
+      /* per group v: w(v) = beta(t+1, dst_v) x(t, pdf_v) (beta = beta' + tb),
+         u(t+1, v) = sum_{a in v} p_a alpha'(t, src_a) (again, from the
+         segment's alpha(t) and the leak into v) and the posteriors
+         gamma(t, n) = sum_{v with pdf n} w(v) u(t+1, v) / tot(t)
+         (= Kaldi's sum over arcs a with pdf n of p_a alpha'(t, src_a)
+         beta(t+1, dst_a) x(t, n) / tot(t), without a per-arc update) */
+      VF tb[NF];
+      FORF tb[f] = LDF(tbs + f * KB_VW);
+      for (int32_t v = 0; v < V; v++) {
+        const float *br = w->beta + (size_t)g->v_dst[v] * SB;
+        const float *xr = xt + (size_t)g->v_pdf[v] * SB;
+        float *wr = w->wv + (size_t)v * SB;
+        FORF STF(wr + f * KB_VW, (LDF(br + f * KB_VW) + tb[f]) * LDF(xr + f * KB_VW));
+      }
+      memset(w->gam, 0, (size_t)D * SB * sizeof(float));
+      for (int32_t v = 0; v < V; v++) {
+        const float *wr = w->wv + (size_t)v * SB;
+        float *gr = w->gam + (size_t)g->v_pdf[v] * SB;
+        const float vl = g->vleak[v];
+        VF u[NF];
+        KB_PULL(u, g->v_off[v], g->v_off[v + 1], g->fv_p, g->fv_src, at);
+        FORF STF(gr + f * KB_VW, LDF(gr + f * KB_VW) + (u[f] + vl * tt[f]) * LDF(wr + f * KB_VW));
+      }
+      for (int32_t n = 0; n < D; n++) {
+        float *gr = w->gam + (size_t)n * SB;
+        FORF STF(gr + f * KB_VW, LDF(gr + f * KB_VW) * rt[f]);
+      }
+      /* beta'(t, i) = sum_{a leaving i} p_a w(v_a) / tot(t), state by state in
+         the order of the plan (it overwrites beta'(t+1, i): w holds what is
+         needed of it); ib = sum_i init(i) beta'(t, i) */
+      VF run[NF];
+      VD ib[2 * NF];
+      FORF {
+        run[f] = (VF){0};
+        ib[2 * f] = ib[2 * f + 1] = (VD){0};
+      }
+      {
+        const kb_pull_plan *pl = &g->bwd;
+        int32_t cnt16 = 0;
+        /* the checkpoint the next segment starts from (from memory), one row
+           per position into the L2 cache */
+        const char *pf = (t == c && c > 0) ? (const char *)(w->ck + (size_t)(c / K - 1) * HS) : NULL;
+        for (int32_t b_ = 0; b_ < pl->nrun; b_++) {
+          const int32_t n_ = pl->run_n[b_], ke = pl->run[b_ + 1];
+          for (int32_t k = pl->run[b_]; k < ke; k++) {
+            const int32_t i = pl->ord[k];
+            if (pf) {
+              for (int l = 0; l < SB * 4; l += 64) __builtin_prefetch(pf + (size_t)k * SB * 4 + l, 0, 2);
+            }
+            VF sb_[NF];
+            const int64_t a0 = pl->off[k];
+            KB_PULL(sb_, a0, a0 + n_, pl->p, pl->idx, w->wv);
+            const float ini = g->init[i];
+            float *br = w->beta + (size_t)i * SB;
+            FORF {
+              const VF bd = sb_[f] * rt[f];
+              STF(br + f * KB_VW, bd);
+              run[f] += ini * bd;
+            }
+            if (++cnt16 == KB_DEN_RUN) {
+              cnt16 = 0;
+              ADD_D(ib, run);
+              FORF run[f] = (VF){0};
+            }
+          }
         }
       }
-      if (a + 2 <= ae) {
-        const float p0 = g->bo_p[a], p1 = g->bo_p[a + 1];
-        const float *r0 = w->wv + (size_t)g->bo_v[a] * SB;
-        const float *r1 = w->wv + (size_t)g->bo_v[a + 1] * SB;
-        float *g0 = w->gam + (size_t)g->bo_pdf[a] * SB;
-        float *g1 = w->gam + (size_t)g->bo_pdf[a + 1] * SB;
-        FORF {
-          const VF f0 = p0 * LDF(r0 + f * 2 * KB_VW);
-          const VF f1 = p1 * LDF(r1 + f * 2 * KB_VW);
-          STF(g0 + f * 2 * KB_VW, LDF(g0 + f * 2 * KB_VW) + f0 * occ[f]);
-          STF(g1 + f * 2 * KB_VW, LDF(g1 + f * 2 * KB_VW) + f1 * occ[f]);
-          const VF c = f0 + f1;
-          s[2 * f] += H2D(LO(c));
-          s[2 * f + 1] += H2D(HI(c));
+      ADD_D(ib, run);
+      if (t == 0 && checks) {
+        /* alpha'(0, i) = init(i) + leaky init(i) tot(0) */
+        double ab = 0.0, gs = 0.0;
+        for (int32_t i = 0; i < H; i++) {
+          const double a0 = (double)(g->init[i] + g->linit[i] * w->tot[0]);
+          for (int k = 0; k < nb; k++) ab += a0 * (double)w->beta[(size_t)i * SB + k];
         }
-        a += 2;
+        for (int32_t n = 0; n < D; n++)
+          for (int k = 0; k < nb; k++) gs += (double)w->gam[(size_t)n * SB + k];
+        checks[0] = ab;
+        checks[1] = gs;
       }
-      if (a < ae) {
-        const float p0 = g->bo_p[a];
-        const float *r0 = w->wv + (size_t)g->bo_v[a] * SB;
-        float *g0 = w->gam + (size_t)g->bo_pdf[a] * SB;
-        FORF {
-          const VF f0 = p0 * LDF(r0 + f * 2 * KB_VW);
-          STF(g0 + f * 2 * KB_VW, LDF(g0 + f * 2 * KB_VW) + f0 * occ[f]);
-          s[2 * f] += H2D(LO(f0));
-          s[2 * f + 1] += H2D(HI(f0));
+      /* the posteriors of frame t */
+      for (int k = 0; k < nb; k++) {
+        float *dr = io->deriv + ((size_t)(b0 + k) * T + t) * D;
+        if (t < len[k]) {
+          for (int32_t n = 0; n < D; n++) dr[n] = w->gam[(size_t)n * SB + k];
+        } else {
+          for (int32_t n = 0; n < D; n++) dr[n] = 0.0f;
         }
       }
-      const double ini = (double)g->init[i];
-      float *br = w->beta + (size_t)i * SB;
-      FORQ {
-        const VH bd = D2H(s[q] * rtot[q]);
-        STH(br + q * KB_VW, bd);
-        ib[q] += ini * H2D(bd);
-      }
-    }
-    if (t == 0 && checks) {
-      double ab = 0.0, gs = 0.0;
-      for (int32_t i = 0; i < H; i++)
-        for (int k = 0; k < nb; k++)
-          ab += (double)at[(size_t)i * SB + k] * (double)w->beta[(size_t)i * SB + k];
-      for (int32_t n = 0; n < D; n++)
-        for (int k = 0; k < nb; k++) gs += (double)w->gam[(size_t)n * SB + k];
-      checks[0] = ab;
-      checks[1] = gs;
-    }
-    /* the posteriors of frame t */
-    for (int k = 0; k < nb; k++) {
-      float *dr = io->deriv + ((size_t)(b0 + k) * T + t) * D;
-      if (t < len[k]) {
-        for (int32_t n = 0; n < D; n++) dr[n] = w->gam[(size_t)n * SB + k];
-      } else {
-        for (int32_t n = 0; n < D; n++) dr[n] = 0.0f;
-      }
-    }
-    /* beta = beta' + leaky (init . beta') */
-    VH tb[NV];
-    FORQ tb[q] = io->leaky_f * D2H(ib[q]);
-    for (int32_t i = 0; i < H; i++) {
-      float *br = w->beta + (size_t)i * SB;
-      FORQ STH(br + q * KB_VW, LDH(br + q * KB_VW) + tb[q]);
+      /* beta = beta' + leaky (init . beta') (added where beta is read) */
+      VF ibf[NF];
+      D2F(ibf, ib);
+      FORF STF(tbs + f * KB_VW, io->leaky_f * ibf[f]);
     }
   }
 }
 
-#undef VD
 #undef VF
+#undef VI
+#undef VD
 #undef VH
-#undef NV
 #undef NF
 #undef LDF
-#undef LDH
-#undef LDD
 #undef STF
-#undef STH
-#undef STD
 #undef H2D
 #undef D2H
 #undef LO
 #undef HI
-#undef FORQ
 #undef FORF
-#undef KB_GATHER_SUM
+#undef ADD_D
+#undef D2F
+#undef KB_PULL
+#undef KB_EXP
+#undef KB_FSTEP
 #endif /* KB_DEN_TEMPLATE */

@@ -217,12 +217,14 @@ int kb_latdet_result_free(int64_t result, char *err, size_t errlen);
  *   scratch_bytes[1] (may be NULL): bytes of scratch memory this call held at
  *   its peak (all threads and the graph index).
  * num_threads: OpenMP threads (<= 0: OpenMP's default), used over blocks of
- *   16 sequences. isa: -1 = best the CPU has; 0 baseline, 1 AVX2, 2 AVX-512
+ *   16 or 32 sequences (32 with AVX2/AVX-512 when every thread still gets a
+ *   block). isa: -1 = best the CPU has; 0 baseline, 1 AVX2, 2 AVX-512
  *   (clipped to what the CPU has; for tests and benchmarks).
- * Memory: allocates and frees its scratch itself: per thread
- *   (T+1) * H * 16 floats of alphas (2 * H * 16 without deriv) + T * D * 16
- *   floats of exp(outputs) + about (V + H) * 16 floats; about 40 bytes per arc
- *   for the graph index.
+ * Memory: allocates and frees its scratch itself: per thread, with SB lanes
+ *   per block, alphas of every K-th frame and of one segment of K frames
+ *   ((T/K + max(K, 2) + 1) * H * SB floats, K >= 1 frames of alphas being
+ *   about 512 KiB; 2 * H * SB without deriv) + T * D * SB floats of exp(outputs) + about
+ *   (V + H) * SB floats; about 32 bytes per arc for the graph index.
  * Fails (KB_EINVAL, nothing written) on: non-positive sizes, a length out of
  * [1, T], leaky not in (0, 1), a transition range, next state or pdf-id out of
  * range, a negative or non-finite transition or initial probability;

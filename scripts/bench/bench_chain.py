@@ -5,13 +5,19 @@
 
 * den forward + backward for S = 64 sequences of T = 50 frames: the C kernel
   (``kb_chain_den_forward_backward``) on 1 and 2 threads, and the torch ops
-  (``impl="torch"``) on 1 and 2 intra-op threads; times are the minimum (and
-  median) wall time over ``--reps`` runs;
+  (``impl="torch"``) on 1 and 2 intra-op threads. Timings are robust to a
+  shared machine: warm-up calls first, then ``--rounds`` rounds (a pause
+  between them) of ``--reps`` calls each; the figure is the best call (min),
+  with the median and the spread over rounds (best call of each round); the
+  1-thread C kernel is also timed in process CPU time (what it costs when it
+  has the core, whatever else runs). The load average (and the number of CPUs)
+  is recorded before and after each part;
 * effective GFLOP/s, counting 2 flops per arc per sequence per frame per pass
   (forward and backward): ``4 * A * S * T`` per forward-backward;
 * the FLOP bound: the single-core FP32 peak measured with a vectorised FMA loop
-  (12 independent accumulators, AVX-512 / AVX2 / SSE, compiled with cffi), and
-  the effective rate as a fraction of it (x threads for 2 threads);
+  (12 independent accumulators, AVX-512 / AVX2 / SSE, compiled with cffi),
+  timed in process CPU time (so that other jobs on the machine do not lower
+  it), and the effective rate as a fraction of it (x threads for 2 threads);
 * peak memory for S = 128, T = 50: the C kernel's scratch as it reports it
   (exact allocation sizes) plus its output buffers, and the peak RSS increase
   of one call in a fresh process (/proc/self/clear_refs + VmHWM; includes the
@@ -22,7 +28,9 @@
   chunks of 150 frames plus the model's left/right context (50 output frames);
   the supervision is one 2-pdf-per-frame lattice FST per chunk.
 
-Usage: ``python scripts/bench/bench_chain.py [--reps N] [--quick]``.
+Usage: ``python scripts/bench/bench_chain.py [--reps N] [--rounds R] [--quick]
+[--den-only] [--no-torch] [--table]`` (``--table``: also print the README
+table).
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # measure the kbind of this checkout, not an installed one
+    sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("KBIND_SHARED", ROOT.parent / "shared"))
 DEN_FST = SHARED / "fixtures" / "kaldi" / "medium_den_S4_T34" / "den.fst"
 
@@ -81,7 +91,7 @@ static double mul128(long n, float *sink) {
 }
 double kb_bench_peak(long n, int *width, double *seconds) {
   struct timespec t0, t1; float sink; double flops;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0);
 #if defined(__x86_64__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f")) { *width = 512; flops = fma512(n, &sink); }
@@ -89,7 +99,7 @@ double kb_bench_peak(long n, int *width, double *seconds) {
   else
 #endif
   { *width = 128; flops = mul128(n, &sink); }
-  clock_gettime(CLOCK_MONOTONIC, &t1);
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t1);
   *seconds = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
   return flops + (sink == 12345.0f);
 }
@@ -97,8 +107,8 @@ double kb_bench_peak(long n, int *width, double *seconds) {
 
 
 def measure_peak(reps: int = 3):
-    """Single-core FP32 FMA peak (GFLOP/s) from a vectorised FMA loop, or None
-    if no compiler is available."""
+    """Single-core FP32 FMA peak (GFLOP/s) from a vectorised FMA loop timed in
+    process CPU time (best of reps), or None if no compiler is available."""
     try:
         from cffi import FFI
     except ImportError:
@@ -124,15 +134,29 @@ def measure_peak(reps: int = 3):
     return {"gflops": best, "vector_bits": int(w[0])}
 
 
-def _timeit(fn, reps, warmup=1):
+def _load():
+    """(1-minute load average, CPU count)."""
+    return round(os.getloadavg()[0], 2), os.cpu_count()
+
+
+def _timeit(fn, reps, warmup=2, rounds=1, pause=0.5, clock=time.perf_counter):
+    """Warm-up calls, then ``rounds`` rounds of ``reps`` calls (``pause``
+    seconds between rounds). Returns min, median over all calls and the best
+    call of each round (seconds)."""
     for _ in range(warmup):
         fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return min(ts), statistics.median(ts)
+    ts, best = [], []
+    for r in range(rounds):
+        if r:
+            time.sleep(pause)
+        tr = []
+        for _ in range(reps):
+            t0 = clock()
+            fn()
+            tr.append(clock() - t0)
+        ts += tr
+        best.append(min(tr))
+    return min(ts), statistics.median(ts), best
 
 
 def _rss_peak_delta(fn):  # (in-process variant; allocator reuse hides C scratch)
@@ -206,17 +230,22 @@ def _lattice_supervision(S, T, D, seed=0):
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--reps", type=int, default=7, help="calls per round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of --reps calls")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, no TDNN-F")
+    ap.add_argument("--den-only", action="store_true",
+                    help="only the denominator timings (no memory, no TDNN-F)")
+    ap.add_argument("--no-torch", action="store_true", help="skip the torch-ops timings")
+    ap.add_argument("--table", action="store_true", help="print the README table")
     ap.add_argument("--den-fst", default=str(DEN_FST))
     a = ap.parse_args(argv)
-    reps = 3 if a.quick else a.reps
+    reps, rounds = (3, 1) if a.quick else (a.reps, a.rounds)
 
     from kbind import _native
     from kbind.chain import ChainLoss, DenominatorGraph, denominator_forward_backward
     from kbind.chain import denominator as den_mod
 
-    out: dict = {"loadavg_before": os.getloadavg()[0]}
+    out: dict = {"load_before": _load()}
     g = DenominatorGraph.from_fst(a.den_fst, 80)
     A, H = g.num_arcs, g.num_states
     S, T, D = 64, 50, 80
@@ -234,25 +263,42 @@ def main(argv=None) -> dict:
     # ---- den forward + backward: C kernel and torch ops, 1 and 2 threads
     for n in (1, 2):
         if _native.available():
-            tmin, tmed = _timeit(lambda: den_mod._c_forward_backward(g, y, L, 0.1,
-                                                                     num_threads=n), reps)
+            def c_fb(n=n):
+                den_mod._c_forward_backward(g, y, L, 0.1, num_threads=n)
+            out[f"load_before_c_{n}t"] = _load()
+            tmin, tmed, best = _timeit(c_fb, reps, rounds=rounds)
             out[f"den_c_{n}t_ms"] = 1e3 * tmin
             out[f"den_c_{n}t_median_ms"] = 1e3 * tmed
+            out[f"den_c_{n}t_round_best_ms"] = [round(1e3 * b, 2) for b in best]
             out[f"den_c_{n}t_gflops"] = flops / tmin / 1e9
             if out["peak_fp32_gflops_1core"]:
                 out[f"den_c_{n}t_frac_of_peak"] = (flops / tmin / 1e9) / (
                     n * out["peak_fp32_gflops_1core"])
+            if n == 1:
+                tcpu, _, _ = _timeit(c_fb, reps, rounds=rounds, clock=time.process_time)
+                out["den_c_1t_cpu_ms"] = 1e3 * tcpu
+                out["den_c_1t_cpu_gflops"] = flops / tcpu / 1e9
+        if a.no_torch:
+            continue
         torch.set_num_threads(n)
         try:
-            tmin, tmed = _timeit(lambda: denominator_forward_backward(g, y, impl="torch"),
-                                 max(2, reps // 2))
+            out[f"load_before_torch_{n}t"] = _load()
+            tmin, tmed, best = _timeit(
+                lambda: denominator_forward_backward(g, y, impl="torch"), max(2, reps // 2),
+                warmup=1, rounds=rounds)
         finally:
             torch.set_num_threads(nthreads0)
         out[f"den_torch_{n}t_ms"] = 1e3 * tmin
         out[f"den_torch_{n}t_median_ms"] = 1e3 * tmed
+        out[f"den_torch_{n}t_round_best_ms"] = [round(1e3 * b, 2) for b in best]
         out[f"den_torch_{n}t_gflops"] = flops / tmin / 1e9
-    if "den_c_1t_ms" in out:
+    if "den_c_1t_ms" in out and "den_torch_1t_ms" in out:
         out["speedup_c_vs_torch_1t"] = out["den_torch_1t_ms"] / out["den_c_1t_ms"]
+    if a.den_only:
+        out["load_after"] = _load()
+        if a.table:
+            print(table(out))
+        return out
 
     # ---- memory for S = 128, T = 50
     S2 = 128
@@ -297,8 +343,8 @@ def main(argv=None) -> dict:
                     yy = yo.clone().requires_grad_(True)
                     loss_fn(yy, sup).backward()
 
-                tnet, _ = _timeit(net, max(2, reps // 3))
-                tloss, _ = _timeit(loss, reps)
+                tnet, _, _ = _timeit(net, max(2, reps // 3), warmup=1)
+                tloss, _, _ = _timeit(loss, reps, warmup=1)
                 out[f"tdnnf_fwd_bwd_{n}t_ms"] = 1e3 * tnet
                 out[f"lfmmi_loss_fwd_bwd_{n}t_ms"] = 1e3 * tloss
                 out[f"loss_over_network_{n}t"] = tloss / tnet
@@ -308,8 +354,40 @@ def main(argv=None) -> dict:
                 out["tdnnf_input_frames"] = Tin
             finally:
                 torch.set_num_threads(nthreads0)
-    out["loadavg_after"] = os.getloadavg()[0]
+    out["load_after"] = _load()
+    if a.table:
+        print(table(out))
     return out
+
+
+def table(r: dict) -> str:
+    """The README table (markdown) from main()'s figures."""
+    peak = r.get("peak_fp32_gflops_1core")
+    rows = ["| den forward+backward, S=64 T=50, medium graph | threads | ms (best; median) "
+            "| GFLOP/s | % of FMA peak |", "|---|---|---|---|---|"]
+    for impl in ("c", "torch"):
+        for n in (1, 2):
+            k = f"den_{impl}_{n}t"
+            if f"{k}_ms" not in r:
+                continue
+            gf = r[f"{k}_gflops"]
+            pct = f"{100 * gf / (n * peak):.1f}" if peak else "?"
+            name = "C kernel" if impl == "c" else "torch ops"
+            rows.append(f"| {name} | {n} | {r[f'{k}_ms']:.1f}; {r[f'{k}_median_ms']:.1f} "
+                        f"| {gf:.1f} | {pct} |")
+    lines = ["\n".join(rows)]
+    if peak:
+        lines.append(f"FMA peak (1 core, {r.get('peak_vector_bits')}-bit, CPU time): "
+                     f"{peak:.0f} GFLOP/s; FLOP bound {1e3 * r['flops_per_fb'] / (peak * 1e9):.2f} ms")
+    if "den_c_1t_cpu_ms" in r:
+        lines.append(f"C kernel, 1 thread, process CPU time: {r['den_c_1t_cpu_ms']:.1f} ms "
+                     f"({r['den_c_1t_cpu_gflops']:.1f} GFLOP/s)")
+    mem = [f"{k}: {v:.1f} MB" for k, v in r.items() if k.startswith("mem_") and v is not None]
+    if mem:
+        lines.append("Memory, S=128 T=50: " + "; ".join(mem))
+    lines.append(f"load average (1 min) before/after: {r.get('load_before')} / "
+                 f"{r.get('load_after')} (load, CPUs)")
+    return "\n\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -114,6 +114,44 @@ def test_threads_and_forward_only_identical(graphs):
     assert torch.equal(a[0], f[0]) and f[1] is None
 
 
+def test_long_sequences_across_backward_segments_match_torch(graphs):
+    """T = 50 on the medium graph (every frame's alphas kept) and 300 on the
+    tiny one (the backward runs over checkpoint segments of recomputed alphas
+    with a partial last segment); 32-lane blocks (more than 16 sequences, one
+    thread); sequences ending inside and at the edges of segments. (16-lane
+    blocks on the medium graph have segments of 3 frames: the other tests.)"""
+    for name, T in (("medium_den_S4_T34", 50), ("tiny_den_S4_T25", 300)):
+        g = graphs[name]
+        D = g.num_pdfs
+        lengths = [T, T - 1, 1, 17, T // 3, 2, T, 3, T - 2, 4, T // 2, 5, 6, T, 7, 8, 9, 10, 11, 12]
+        B = len(lengths)
+        y = torch.randn(B, T, D, generator=torch.Generator().manual_seed(T)) * 2
+        c = _fb(g, y, "c", lengths=lengths)
+        t = _fb(g, y, "torch", lengths=lengths)
+        assert c.ok and t.ok
+        _close(c, t)
+        for b, L in enumerate(lengths):
+            np.testing.assert_allclose(c.posteriors[b, :L].sum(-1).numpy(), 1.0, atol=1e-5)
+            assert torch.all(c.posteriors[b, L:] == 0)
+
+
+def test_scratch_is_checkpointed(graphs):
+    """The kernel keeps alphas only every K frames plus one segment (not every
+    frame as Kaldi): for long sequences its scratch is well below the memory of
+    (T+1) frames of alphas, and it grows with T far more slowly."""
+    g = graphs["tiny_den_S4_T25"]
+    B, H = 32, g.num_states
+    sizes = {}
+    for T in (400, 1600):
+        y = torch.randn(B, T, g.num_pdfs, generator=torch.Generator().manual_seed(T))
+        st = {}
+        den_mod._c_forward_backward(g, y, torch.full((B,), T), 0.1, num_threads=1, stats=st)
+        sizes[T] = st["scratch_bytes"]
+        all_alphas = (T + 1) * H * B * 4
+        assert sizes[T] < 0.5 * all_alphas, (T, sizes[T], all_alphas)
+    assert sizes[1600] - sizes[400] < 0.25 * 1200 * H * B * 4
+
+
 def test_instruction_sets_agree(graphs):
     """The baseline, AVX2 and AVX-512 builds of the kernel (those the CPU has)."""
     g = graphs["medium_den_S4_T34"]
