@@ -93,23 +93,77 @@ class ChainStats:
 
 
 class _ChainLossFunction(torch.autograd.Function):
+    """Returns the precomputed loss; backward scales the precomputed gradients
+    (``grad_y`` = d loss / d y, ``grad_xent`` = d loss / d xent_output, both in
+    the compute dtype) by the incoming gradient. Without loss scaling
+    (incoming gradient exactly 1 on CPU) they are returned as they are: no
+    extra pass over (B, T, D) tensors."""
+
     @staticmethod
     def forward(ctx, nnet_output, xent_output, loss_value, grad_y, grad_xent):
-        ctx.save_for_backward(grad_y, grad_xent)
+        ctx.has_xent = xent_output is not None and grad_xent is not None
+        ctx.save_for_backward(grad_y, grad_xent if ctx.has_xent else None)
         ctx.y_dtype = nnet_output.dtype
         ctx.x_dtype = xent_output.dtype if xent_output is not None else None
-        ctx.has_xent = xent_output is not None
         return loss_value.clone()
 
     @staticmethod
     def backward(ctx, grad_out):
         grad_y, grad_xent = ctx.saved_tensors
-        g = grad_out.to(grad_y.dtype)
-        gy = (grad_y * g).to(ctx.y_dtype) if ctx.needs_input_grad[0] else None
+        unit = grad_out.device.type == "cpu" and float(grad_out) == 1.0
+
+        def scaled(g, dtype):
+            if not unit:
+                g = g * grad_out.to(g.dtype)
+            return g if g.dtype == dtype else g.to(dtype)
+
+        gy = scaled(grad_y, ctx.y_dtype) if ctx.needs_input_grad[0] else None
         gx = None
         if ctx.has_xent and ctx.needs_input_grad[1]:
-            gx = (grad_xent * g).to(ctx.x_dtype)
+            gx = scaled(grad_xent, ctx.x_dtype)
         return gy, gx, None, None, None
+
+
+def _value_range(y: torch.Tensor, lengths, full: bool):
+    """(min, max) of ``y`` over each sequence's valid frames, as Python floats
+    (NaN if any is NaN): one read pass, no temporaries."""
+    if full:
+        mn, mx = torch.aminmax(y)
+        return float(mn), float(mx)
+    lo, hi = math.inf, -math.inf
+    for b, n in enumerate(lengths):
+        if n == 0:
+            continue
+        mn, mx = torch.aminmax(y[b, :n])
+        mn, mx = float(mn), float(mx)
+        if math.isnan(mn) or math.isnan(mx):
+            return math.nan, math.nan
+        lo, hi = min(lo, mn), max(hi, mx)
+    return lo, hi
+
+
+def _seq_dots(a: torch.Tensor, b: torch.Tensor, lengths) -> torch.Tensor:
+    """``sum_{t < L_s, d} a[s, t, d] * b[s, t, d]`` per sequence (B,) float64:
+    one dot product per sequence over its valid frames (a BLAS dot in the
+    compute dtype, as Kaldi's ``TraceMatMat``), summed across sequences in
+    double; padding frames are never read."""
+    zero = torch.zeros((), dtype=a.dtype, device=a.device)
+    dots = [torch.dot(a[s, :n].reshape(-1), b[s, :n].reshape(-1)) if n else zero
+            for s, n in enumerate(lengths)]
+    return torch.stack(dots).to(torch.float64).cpu()
+
+
+def _sq_norms(y: torch.Tensor, lengths, full: bool) -> torch.Tensor:
+    """``||y_s||^2`` over each sequence's valid frames (B,) float64: per-frame
+    norms in the compute dtype (Kaldi: float row dot products), summed in
+    double."""
+    rows = torch.linalg.vector_norm(y, dim=2).to(torch.float64) ** 2       # (B, T)
+    if not full:
+        T = y.shape[1]
+        valid = torch.arange(T)[None, :] < torch.as_tensor(lengths)[:, None]
+        rows = torch.where(valid.to(rows.device), rows,
+                           torch.zeros((), dtype=rows.dtype, device=rows.device))
+    return rows.sum(1).cpu()
 
 
 class ChainLoss(nn.Module):
@@ -136,6 +190,11 @@ class ChainLoss(nn.Module):
     ``nnet_output`` (B, T, D), ``xent_output`` (B, T, D) log-softmax outputs of
     the xent branch; returns the scalar loss to minimise (see module doc) and
     stores :class:`ChainStats` in ``self.last_stats``.
+
+    When no gradient is needed (``torch.no_grad()`` or inputs that do not
+    require grad) the denominator backward is skipped, as in Kaldi's
+    ``nnet3-chain-compute-prob``: ``ok`` then reflects the objective's
+    finiteness and the input check, not the den backward's sanity check.
     """
 
     def __init__(self, den_graph: DenominatorGraph, leaky_hmm_coefficient: float = 0.1,
@@ -182,50 +241,74 @@ class ChainLoss(nn.Module):
         if xent_output is not None and xent_output.shape != nnet_output.shape:
             raise ValueError(f"xent_output has shape {tuple(xent_output.shape)}, expected "
                              f"{tuple(nnet_output.shape)}")
+        # Every (B, T, D) pass costs tens of ms at D in the thousands: the code
+        # below makes as few as it can. The gradient is built in place in the
+        # denominator's posterior buffer; reductions read y once (no float64
+        # copies, no masks materialised for full-length batches).
         cd = self.compute_dtype
         device = nnet_output.device
         need_grad = torch.is_grad_enabled() and (
             nnet_output.requires_grad or (xent_output is not None and xent_output.requires_grad))
-        y = nnet_output.detach().to(cd)
+        y = nnet_output.detach()
+        if y.dtype != cd:
+            y = y.to(cd)
+        if not y.is_contiguous():
+            y = y.contiguous()
         e2e = supervision.kind == "e2e"
-        full = bool((L == T).all())
-        valid = (torch.arange(T, device=device)[None, :] < L.to(device)[:, None])  # (B, T)
-        w = torch.as_tensor(supervision.weights, dtype=torch.float64)
-        wd = w.to(device, cd)[:, None, None]
+        Ls = [int(n) for n in L.tolist()]
+        full = all(n == T for n in Ls)
+        w_list = [float(x) for x in supervision.weights]
+        unit_w = all(x == 1.0 for x in w_list)
+        w = torch.tensor(w_list, dtype=torch.float64)
         weight = float((w * L.to(torch.float64)).sum())
 
+        # Without a gradient (diagnostics) the den backward is skipped, as in
+        # nnet3-chain-compute-prob (Kaldi's ok flag then comes from the objf).
         den = denominator_forward_backward(self.den_graph, y, L, self.leaky_hmm_coefficient,
-                                           dtype=cd)
+                                           dtype=cd, compute_posteriors=need_grad)
         num = numerator_forward_backward(supervision, y, L,
-                                         dtype=None if cd == torch.float32 else torch.float64)
+                                         dtype=None if cd == torch.float32 else torch.float64,
+                                         compute_posteriors=need_grad or xent_output is not None)
         den_lp = den.logprob.to(torch.float64).cpu()
         num_lp = num.logprob.to(torch.float64).cpu()
         den_w = float((w * den_lp).sum())
         num_w = float((w * num_lp).sum())
         numerator_ok = math.isfinite(num_w)
+        use_num = not e2e or numerator_ok
+        wd = None if unit_w else w.to(device, cd)[:, None, None]
 
-        grad = -wd * den.posteriors                                   # Kaldi's G (maximise)
-        xent_deriv = wd * num.posteriors.to(cd)
-        if not e2e or numerator_ok:
-            grad = grad + xent_deriv
+        xent_deriv = None                                             # w * gamma_num
+        if num.posteriors is not None:
+            xent_deriv = num.posteriors
+            if xent_deriv.dtype != cd:
+                xent_deriv = xent_deriv.to(cd)
+            if wd is not None:
+                xent_deriv.mul_(wd)
 
+        ymin, ymax = _value_range(y, Ls, full)
+        finite_input = math.isfinite(ymin) and math.isfinite(ymax)
+
+        grad = None                          # d loss / d y = -(Kaldi's derivative G)
         oor_applied = False
-        if need_grad and self.out_of_range_regularize > 0.0 and self.rng.randint(0, 1) == 0:
-            oor_applied = True
-            scale = 2.0 * self.out_of_range_regularize
-            lim = 30.0
-            pen = torch.where(y < -lim, y + lim, torch.where(y > lim, y - lim,
-                                                              torch.zeros((), dtype=cd,
-                                                                          device=device)))
-            if not full:
-                pen = pen * valid[:, :, None]
-            grad = grad - scale * pen
+        if need_grad:
+            grad = den.posteriors                                     # ours: built in place
+            if wd is not None:
+                grad.mul_(wd)
+            if use_num:
+                grad.sub_(xent_deriv)
+            if self.out_of_range_regularize > 0.0 and self.rng.randint(0, 1) == 0:
+                oor_applied = True
+                lim = 30.0
+                # the penalty is zero unless some output is outside [-30, 30]
+                if ymax > lim or ymin < -lim:
+                    pen = y - y.clamp(-lim, lim)
+                    for b, n in enumerate(Ls):
+                        if n < T:
+                            pen[b, n:] = 0.0
+                    grad.add_(pen, alpha=2.0 * self.out_of_range_regularize)
 
         objf = num_w - den_w
-        yv = y if full else torch.where(valid[:, :, None], y,
-                                        torch.zeros((), dtype=cd, device=device))
-        finite_input = bool(torch.isfinite(yv).all())
-        ok = math.isfinite(objf) and den.ok and (numerator_ok or not e2e) and finite_input
+        ok = math.isfinite(objf) and den.ok and use_num and finite_input
         if not ok:
             msg = (f"chain objective is {objf} (numerator {num_w}, denominator {den_w}; "
                    f"denominator sanity check {'passed' if den.ok else 'failed'}"
@@ -234,28 +317,40 @@ class ChainLoss(nn.Module):
                 raise FloatingPointError(msg + "; check the network outputs for NaN/inf")
             logger.warning("%s: setting the objective to -10 per frame and the derivative "
                            "to zero for this minibatch (as Kaldi)", msg)
-            grad = torch.zeros_like(grad)
-            xent_deriv = torch.zeros_like(xent_deriv)
+            if grad is not None:
+                grad.zero_()
+            if xent_deriv is not None:
+                xent_deriv.zero_()
             objf = -10.0 * weight
 
         l2_term = 0.0
-        if self.l2_regularize != 0.0 and (not e2e or numerator_ok):
-            sq = (yv.to(torch.float64) ** 2).sum(dim=(1, 2)).cpu()
+        if self.l2_regularize != 0.0 and use_num:
+            sq = _sq_norms(y, Ls, full)
             l2 = float(-0.5 * self.l2_regularize * (w * sq).sum())
             if math.isfinite(l2):
                 l2_term = l2
-                grad = grad - (wd * self.l2_regularize) * yv
+                if grad is not None:
+                    if full and unit_w:
+                        grad.add_(y, alpha=self.l2_regularize)
+                    else:
+                        for b, n in enumerate(Ls):
+                            grad[b, :n].add_(y[b, :n], alpha=w_list[b] * self.l2_regularize)
             elif ok:
                 logger.warning("l2 term is not finite; leaving it out")
 
         xent_objf = None
         xent_grad = None
         if xent_output is not None:
-            xo = xent_output.detach().to(cd)
-            if not full:
-                xo = torch.where(valid[:, :, None], xo, torch.zeros((), dtype=cd, device=device))
-            xent_objf = float((xo.to(torch.float64) * xent_deriv.to(torch.float64)).sum())
-            xent_grad = -self.xent_regularize * xent_deriv
+            xo = xent_output.detach()
+            if xo.dtype != cd:
+                xo = xo.to(cd)
+            if not xo.is_contiguous():
+                xo = xo.contiguous()
+            xent_objf = float(_seq_dots(xo, xent_deriv, Ls).sum())
+            if need_grad:
+                # d loss / d xent_output = -xent_regularize * w * gamma_num, in place
+                # (the numerator's buffer is ours; nothing reads xent_deriv later)
+                xent_grad = xent_deriv.mul_(-self.xent_regularize)
 
         total = objf + l2_term
         if xent_objf is not None and self.xent_regularize > 0.0:
@@ -277,6 +372,4 @@ class ChainLoss(nn.Module):
         loss_value = torch.tensor(-total, dtype=loss_dtype, device=device)
         if not need_grad:
             return loss_value
-        return _ChainLossFunction.apply(nnet_output, xent_output, loss_value, -grad,
-                                        xent_grad if xent_grad is not None else
-                                        torch.zeros(()))
+        return _ChainLossFunction.apply(nnet_output, xent_output, loss_value, grad, xent_grad)

@@ -156,7 +156,8 @@ def test_unequal_lengths_equal_separate_runs(kaldi_chain_dir, case):
     fsts = [Fst.from_file(d / f"sup_seq{s}.fst") for s in range(S)]
     if sup0.kind == "constrained":
         fsts = [_truncate(f, L) for f, L in zip(fsts, lengths)]
-    sups = [Supervision.from_fsts([f], L) for f, L in zip(fsts, lengths)]
+    weights = [1.0, 0.5, 2.0]     # per-sequence weights: scaled per sequence, not per batch
+    sups = [Supervision.from_fsts([f], L, weight=wt) for f, L, wt in zip(fsts, lengths, weights)]
     assert all(s.kind == sup0.kind for s in sups)
     batch = Supervision.merge(sups)
     for b, L in enumerate(lengths):   # garbage past the ends must not matter
@@ -167,7 +168,7 @@ def test_unequal_lengths_equal_separate_runs(kaldi_chain_dir, case):
     xo = xo0.clone().requires_grad_(True)
     loss_fn(y, batch, xent_output=xo, lengths=lengths).backward()
     st = loss_fn.last_stats
-    assert st.ok and st.weight == sum(lengths)
+    assert st.ok
     tot = {"objf": 0.0, "l2_term": 0.0, "xent_objf": 0.0}
     for b, L in enumerate(lengths):
         yb = y0[b:b + 1, :L].clone().requires_grad_(True)
@@ -181,6 +182,7 @@ def test_unequal_lengths_equal_separate_runs(kaldi_chain_dir, case):
         assert torch.all(y.grad[b, L:] == 0) and torch.all(xo.grad[b, L:] == 0)
     for k, v in tot.items():
         assert abs(getattr(st, k) - v) <= 1e-5 * abs(v)
+    assert st.weight == sum(wt * L for wt, L in zip(weights, lengths))
 
 
 @pytest.mark.parametrize("case", ["tiny_chain_S3_T15", "tiny_chain_e2e_S3_T15"])
@@ -261,3 +263,77 @@ def test_bad_input(kaldi_chain_dir):
     with pytest.raises(ValueError, match="columns"):
         ChainLoss(DenominatorGraph.from_fst(
             kaldi_chain_dir / "medium_den_S4_T34" / "den.fst", 80))(y, sup)
+
+
+def test_out_of_range_penalty_ignores_padding(kaldi_chain_dir):
+    """Outputs beyond [-30, 30] past a sequence's end get no penalty (and no
+    gradient); inside they do, exactly as in a batch of full-length sequences."""
+    d, cj, S, T, D, g, sup0, y0, xo0 = _setup(kaldi_chain_dir, "tiny_chain_unconstrained_S3_T15")
+    lengths = [T, T - 5, T - 9]
+    sups = [Supervision.from_fsts([d / f"sup_seq{s}.fst"], L) for s, L in enumerate(lengths)]
+    batch = Supervision.merge(sups)
+    y0[1, T - 5:] = 100.0          # padding, far out of range
+    y0[2, 3, 4] = 45.0             # valid frame, out of range
+
+    class Zero:
+        def randint(self, a, b):
+            return 0                # penalty applied
+
+    fn = ChainLoss(g, out_of_range_regularize=0.01, rng=Zero())
+    y = y0.clone().requires_grad_(True)
+    fn(y, batch, lengths=lengths).backward()
+    assert fn.last_stats.ok and fn.last_stats.out_of_range_applied
+    assert torch.all(y.grad[1, T - 5:] == 0) and torch.all(y.grad[2, T - 9:] == 0)
+    ref = ChainLoss(g, out_of_range_regularize=0.0)
+    y2 = y0.clone().requires_grad_(True)
+    ref(y2, batch, lengths=lengths).backward()
+    expect = y2.grad.clone()
+    expect[2, 3, 4] += 0.02 * (45.0 - 30.0)
+    assert_close(y.grad, expect, rtol=1e-6, atol=1e-7)
+
+
+def test_no_grad_skips_den_backward_same_stats(kaldi_chain_dir, monkeypatch):
+    """Without a gradient (diagnostics) the den posteriors are not computed, as
+    in nnet3-chain-compute-prob; the reported numbers are those of training."""
+    import kbind.chain.loss as loss_mod
+    d, cj, S, T, D, g, sup, y0, xo0 = _setup(kaldi_chain_dir, "tiny_chain_e2e_S3_T15")
+    fn = ChainLoss(g, l2_regularize=5e-5, xent_regularize=0.1, out_of_range_regularize=0)
+    fn(y0.clone().requires_grad_(True), sup, xent_output=xo0.clone().requires_grad_(True))
+    a = fn.last_stats
+    asked = []
+    orig = loss_mod.denominator_forward_backward
+
+    def spy(*args, **kw):
+        asked.append(kw.get("compute_posteriors", True))
+        return orig(*args, **kw)
+    monkeypatch.setattr(loss_mod, "denominator_forward_backward", spy)
+    with torch.no_grad():
+        loss = fn(y0, sup, xent_output=xo0)
+    b = fn.last_stats
+    assert asked == [False]
+    assert b.ok
+    for k in ("objf", "l2_term", "xent_objf", "weight"):
+        assert getattr(a, k) == getattr(b, k)
+    assert not loss.requires_grad
+
+
+def test_retain_graph_and_layouts(kaldi_chain_dir):
+    """Two backward passes through one graph accumulate exactly twice the
+    gradient (the returned gradient buffers are not modified), and a
+    non-contiguous output (e.g. a transposed (B, D, T) conv output) gives the
+    numbers of its contiguous copy."""
+    d, cj, S, T, D, g, sup, y0, xo0 = _setup(kaldi_chain_dir, "tiny_chain_S3_T15")
+    fn = ChainLoss(g, l2_regularize=5e-5, xent_regularize=0.1, out_of_range_regularize=0)
+    y = y0.clone().requires_grad_(True)
+    xo = xo0.clone().requires_grad_(True)
+    loss = fn(y, sup, xent_output=xo)
+    loss.backward(retain_graph=True)
+    gy, gx = y.grad.clone(), xo.grad.clone()
+    loss.backward()
+    assert torch.equal(y.grad, 2 * gy) and torch.equal(xo.grad, 2 * gx)
+    yt = y0.transpose(1, 2).contiguous().requires_grad_(True)      # (B, D, T)
+    xt = xo0.transpose(1, 2).contiguous().requires_grad_(True)
+    loss_t = fn(yt.transpose(1, 2), sup, xent_output=xt.transpose(1, 2))
+    loss_t.backward()
+    assert float(loss_t.detach()) == float(loss.detach())
+    assert torch.equal(yt.grad.transpose(1, 2), gy) and torch.equal(xt.grad.transpose(1, 2), gx)

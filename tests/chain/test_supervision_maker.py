@@ -166,3 +166,36 @@ def test_e2e_from_graph_with_optional_silence(cases):
     out2 = sm.e2e_supervision_from_graph(g, 10, c["tree"], c["tm"], c["norm"])
     assert out2.num_states > 0 and np.all(out2.arc_ilabel > 0)
     assert out2.arc_ilabel.max() <= c["tm"].num_pdfs
+
+
+def test_compose_index_cache_equals_uncached(cases):
+    """compose_acceptors indexes the right FST once per Fst object: results
+    with the cached index (second call) equal those built from scratch (a
+    VFst right side is never cached), for the constrained and e2e fixtures;
+    replacing the Fst's arrays invalidates the entry; the cache is weak."""
+    import gc
+
+    from kbind.fstext import as_vfst
+    for name in ("tiny_chain_S3_T15", "tiny_chain_e2e_S3_T15"):
+        c = cases[name]
+        norm = Fst.from_file(c["dir"] / "normalization.fst")     # a fresh object: cold cache
+        assert norm not in sm._COMPOSE_INDEX
+        lefts = [sm.rm_epsilon(as_vfst(Fst.from_file(c["dir"] / f"sup_seq{s}.fst"))).to_fst()
+                 for s in range(len(c["chunks"]))]
+        for left in lefts:
+            uncached = sm.compose_acceptors(left, as_vfst(norm))
+            first = sm.compose_acceptors(left, norm)
+            assert norm in sm._COMPOSE_INDEX
+            second = sm.compose_acceptors(left, norm)
+            assert uncached.num_states > 0
+            assert _arrays_equal(first, uncached) and _arrays_equal(second, uncached)
+        # new arrays on the same object: the index is rebuilt, not reused
+        before = sm.compose_acceptors(lefts[0], norm)
+        norm.arc_weight = norm.arc_weight + np.float32(1.0)
+        after = sm.compose_acceptors(lefts[0], norm)
+        assert _arrays_equal(after, sm.compose_acceptors(lefts[0], as_vfst(norm)))
+        assert not np.array_equal(after.arc_weight, before.arc_weight)
+        n = len(sm._COMPOSE_INDEX)
+        del norm
+        gc.collect()
+        assert len(sm._COMPOSE_INDEX) == n - 1
