@@ -222,7 +222,8 @@ class OnlineNaturalGradient(nn.Module):
 
         Returns:
             ``X̂`` (new tensor, unscaled) and ``scale``, a 0-dim tensor on
-            ``X``'s device with ``‖scale · X̂‖_F = ‖X‖_F`` (1 if ``X`` is zero).
+            ``X``'s device with ``‖scale · X̂‖_F = ‖X‖_F`` (1 if ``X`` or ``X̂``
+            is zero).
             The state advances by one call. ``D == 1`` and ``N == 0`` are
             no-ops (``X`` returned, scale 1, state untouched).
         """
@@ -250,7 +251,9 @@ class OnlineNaturalGradient(nn.Module):
         updating = self._updating(t)
         X_hat = self._internal(X, tr0, updating, t)
         final = torch.sum(X_hat * X_hat)
-        scale = torch.where(tr0 > 0, torch.sqrt(tr0 / final), one).to(X.dtype)
+        # Kaldi: 1 if tr0 <= 0. Also 1 if X̂ underflowed to 0 (|X| ~ 1e-23 in float32),
+        # where Kaldi's sqrt(tr0 / 0) would turn the update into inf/NaN.
+        scale = torch.where((tr0 > 0) & (final > 0), torch.sqrt(tr0 / final), one).to(X.dtype)
         self.t += 1
         self._t_host = t + 1
         return X_hat, scale
