@@ -102,13 +102,25 @@ def natural_gradient_grads(x: torch.Tensor, g: torch.Tensor,
         X_in = torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1)
     else:
         X_in = x
-    X_hat, s_in = preconditioner_in.precondition_directions(X_in)
-    g_hat, s_out = preconditioner_out.precondition_directions(g)
-    scale = s_in * s_out
     I = x.shape[1]
-    g_hat = g_hat * scale.to(g_hat.dtype)          # O(N·O) rather than O(O·I)
-    grad_w = g_hat.t() @ X_hat[:, :I]
-    grad_b = g_hat.t() @ X_hat[:, I] if bias else None
+    # Only products with the preconditioned matrices are needed, so the side with
+    # the larger dimension is left factored (X̂ = X − H W): ĝᵀ X̂ = ĝᵀ X − (ĝᵀ H) W
+    # saves its N x D x R product (exact up to rounding).
+    if X_in.shape[1] >= g.shape[1]:
+        H, W, s_in = preconditioner_in.precondition_factored(X_in)
+        g_hat, s_out = preconditioner_out.precondition_directions(g)
+        A = g_hat.t() @ X_in
+        if H is not None:
+            A.sub_((g_hat.t() @ H) @ W)
+    else:
+        X_hat, s_in = preconditioner_in.precondition_directions(X_in)
+        H, W, s_out = preconditioner_out.precondition_factored(g)
+        A = g.t() @ X_hat
+        if H is not None:
+            A.sub_(W.t() @ (H.t() @ X_hat))
+    A.mul_((s_in * s_out).to(A.dtype))          # the scale, applied once
+    grad_w = A[:, :I].contiguous() if bias else A
+    grad_b = A[:, I] if bias else None
     return grad_w, grad_b
 
 

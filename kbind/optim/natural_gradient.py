@@ -227,13 +227,36 @@ class OnlineNaturalGradient(nn.Module):
             The state advances by one call. ``D == 1`` and ``N == 0`` are
             no-ops (``X`` returned, scale 1, state untouched).
         """
+        out = self._call(X, factored=False)
+        return (X, out[1]) if out[0] is None else out
+
+    @torch.no_grad()
+    def precondition_factored(self, X: torch.Tensor
+                              ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor],
+                                         torch.Tensor]:
+        """The same call as :meth:`precondition_directions`, with ``X̂`` left
+        factored: returns ``(H, W, scale)`` with ``X̂ = X − H W`` (``H`` is
+        ``N x R``, ``W`` the ``R x D`` basis before this call's update).
+
+        For callers that only need products with ``X̂`` (a layer's weight
+        gradient ``ĝᵀ X̂ = ĝᵀ X − (ĝᵀ H) W``), which saves the ``N x D x R``
+        product that forms ``X̂``. ``‖X̂‖²`` for the scale is
+        ``‖X‖² − 2 tr(HᵀH) + tr(HᵀH W Wᵀ)`` (float64 from the ``R x R`` parts),
+        or, when that cancels to under 1e-3 of ``‖X‖²``, from ``X̂`` formed
+        explicitly. State and counter advance exactly as in
+        :meth:`precondition_directions`. ``(None, None, 1)`` for the no-op
+        cases (``D == 1``, ``N == 0``: ``X̂ = X``).
+        """
+        return self._call(X, factored=True)
+
+    def _call(self, X: torch.Tensor, factored: bool):
         if X.dim() != 2 or not X.is_floating_point():
             raise ValueError(f"precondition_directions: expected a 2-D floating tensor, got "
                              f"{tuple(X.shape)} {X.dtype}")
         N, D = X.shape
         one = torch.ones((), dtype=X.dtype, device=X.device)
         if D == 1 or N == 0:
-            return X, one
+            return (None, None, one) if factored else (None, one)
         if self.dim is None or self.W.numel() == 0:
             if self.dim is not None and self.dim != D:
                 raise ValueError(f"precondition_directions: X has {D} columns, the "
@@ -247,15 +270,21 @@ class OnlineNaturalGradient(nn.Module):
         t = self._counter()
         if t == 0:
             self._init(X)
-        tr0 = torch.sum(X * X)
+        tr0 = _sumsq(X)
         updating = self._updating(t)
-        X_hat = self._internal(X, tr0, updating, t)
-        final = torch.sum(X_hat * X_hat)
+        W_old = self.W.clone() if (factored and updating) else self.W
+        X_hat, H = self._internal(X, tr0, updating, t, factored)
+        if factored:
+            final = _factored_sumsq(X, H, W_old, tr0)
+        else:
+            final = _sumsq(X_hat)
         # Kaldi: 1 if tr0 <= 0. Also 1 if X̂ underflowed to 0 (|X| ~ 1e-23 in float32),
         # where Kaldi's sqrt(tr0 / 0) would turn the update into inf/NaN.
         scale = torch.where((tr0 > 0) & (final > 0), torch.sqrt(tr0 / final), one).to(X.dtype)
         self.t += 1
         self._t_host = t + 1
+        if factored:
+            return H, W_old, scale
         return X_hat, scale
 
     def _init(self, X0: torch.Tensor) -> None:
@@ -266,8 +295,8 @@ class OnlineNaturalGradient(nn.Module):
         W, d, rho = _init_default(D, R, self.alpha, X0.dtype, X0.device)
         iters = 1 if N <= R else 3
         for i in range(iters):
-            _, state = _step(X0, torch.sum(X0 * X0), W, d, rho, True, self.eta(N), self.alpha,
-                             self._generator(i + 1))
+            _, _, state = _step(X0, _sumsq(X0), W, d, rho, True, self.eta(N), self.alpha,
+                                self._generator(i + 1), want_hat=False)
             W, d, rho = state
         self.W.copy_(W)
         self.d.copy_(d.to(self.d.device))
@@ -278,15 +307,35 @@ class OnlineNaturalGradient(nn.Module):
         g.manual_seed((self.seed * 1_000_003 + 7919 * t + 1) % (2 ** 63))
         return g
 
-    def _internal(self, X, tr0, updating: bool, t: int) -> torch.Tensor:
-        X_hat, state = _step(X, tr0, self.W, self.d, self.rho, updating, self.eta(X.shape[0]),
-                             self.alpha, self._generator(t + 1) if updating else None)
+    def _internal(self, X, tr0, updating: bool, t: int, factored: bool = False):
+        X_hat, H, state = _step(X, tr0, self.W, self.d, self.rho, updating,
+                                self.eta(X.shape[0]), self.alpha,
+                                self._generator(t + 1) if updating else None,
+                                want_hat=not factored)
         if state is not None:
             W1, d1, rho1 = state
             self.W.copy_(W1)
             self.d.copy_(d1.to(self.d.device))
             self.rho.copy_(rho1.to(self.rho.device))
-        return X_hat
+        return X_hat, H
+
+
+def _sumsq(X: torch.Tensor) -> torch.Tensor:
+    """``‖X‖²_F`` without an ``N x D`` temporary (Kaldi's ``TraceMatMat(X, X, kTrans)``)."""
+    return torch.linalg.vector_norm(X).square()
+
+
+def _factored_sumsq(X: torch.Tensor, H: torch.Tensor, W: torch.Tensor,
+                    tr0: torch.Tensor) -> torch.Tensor:
+    """``‖X − H W‖²`` with ``H = X Wᵀ``: ``‖X‖² − 2 tr(HᵀH) + tr(HᵀH W Wᵀ)``."""
+    small = torch.cat([(H.t() @ H).reshape(-1), (W @ W.t()).reshape(-1)]).double()
+    R = H.shape[1]
+    HtH, WWt = small[:R * R].view(R, R), small[R * R:].view(R, R)
+    tr0d = tr0.double()
+    final = tr0d - 2.0 * torch.trace(HtH) + torch.sum(HtH * WWt)
+    if not bool(final > 1e-3 * tr0d):       # heavy cancellation (or zero): form X̂
+        return _sumsq(torch.addmm(X, H, W, alpha=-1.0))
+    return final.to(X.dtype)
 
 
 def _init_orthonormal_special(R: int, D: int) -> torch.Tensor:
@@ -349,23 +398,24 @@ def _orthogonalize_rows(M: torch.Tensor, gen: Optional[torch.Generator]) -> None
 
 def _step(X: torch.Tensor, tr0: torch.Tensor, W: torch.Tensor, d: torch.Tensor,
           rho: torch.Tensor, updating: bool, eta: float, alpha: float,
-          gen: Optional[torch.Generator]):
-    """``PreconditionDirectionsInternal``: ``(X̂, (W1, d1, ρ1) or None)``.
+          gen: Optional[torch.Generator], want_hat: bool = True):
+    """``PreconditionDirectionsInternal``: ``(X̂ or None, H, (W1, d1, ρ1) or None)``.
 
-    ``X̂ = X − H W`` uses the old ``W``; the new state is returned, not stored.
+    ``X̂ = X − H W`` uses the old ``W`` (formed only if ``want_hat``); the new
+    state is returned, not stored.
     """
     N, D = X.shape
     R = W.shape[0]
     H = X @ W.t()                                               # N x R
     if not updating:
-        return torch.addmm(X, H, W, alpha=-1.0), None
+        return (torch.addmm(X, H, W, alpha=-1.0) if want_hat else None), H, None
     J = H.t() @ X                                               # R x D
     if N > D:
         L = W @ J.t()                                           # = Hᵀ H
     else:
         L = H.t() @ H
     K = J @ J.t()
-    X_hat = torch.addmm(X, H, W, alpha=-1.0)
+    X_hat = torch.addmm(X, H, W, alpha=-1.0) if want_hat else None
     # R x R work on the CPU in float64 (one device -> host copy)
     small = torch.cat([K.reshape(-1), L.reshape(-1), tr0.reshape(1)]).to("cpu", torch.float64)
     K64 = small[:R * R].view(R, R)
@@ -412,7 +462,7 @@ def _step(X: torch.Tensor, tr0: torch.Tensor, W: torch.Tensor, d: torch.Tensor,
     W1 = A.to(device=dev, dtype=dt) @ B
     if must_reorth:
         W1 = _reorthogonalize(W1, se1, ise1, gen)
-    return X_hat, (W1, d1, torch.tensor(rho1, dtype=torch.float64))
+    return X_hat, H, (W1, d1, torch.tensor(rho1, dtype=torch.float64))
 
 
 def _reorthogonalize(W1: torch.Tensor, se1: torch.Tensor, ise1: torch.Tensor,

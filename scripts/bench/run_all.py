@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_io", "bench_features", "bench_decode", "bench_decode_digits", "bench_chain"]
+BENCHES = ["bench_io", "bench_features", "bench_decode", "bench_decode_digits", "bench_chain",
+           "bench_ngsgd"]
 
 
 def _load(name):

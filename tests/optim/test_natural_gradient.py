@@ -177,7 +177,8 @@ def test_update_schedule_and_first_call_uses_the_data_four_times():
     X0 = torch.from_numpy(data[0])
     W, d, rho = ngmod._init_default(10, 4, 4.0, torch.float64, "cpu")
     for _ in range(4):
-        _, (W, d, rho) = ngmod._step(X0, (X0 * X0).sum(), W, d, rho, True, ng.eta(32), 4.0, None)
+        _, _, (W, d, rho) = ngmod._step(X0, (X0 * X0).sum(), W, d, rho, True, ng.eta(32), 4.0,
+                                        None)
     fresh = OnlineNaturalGradient(rank=4, update_period=3)
     fresh.precondition_directions(X0)
     assert torch.equal(fresh.W, W) and torch.equal(fresh.d, d)
@@ -338,3 +339,24 @@ def test_cuda_matches_cpu():
         xb, sb = b.precondition_directions(X.cuda())
         assert xb.is_cuda and sb.is_cuda
         assert _rel(xb.cpu().numpy() * float(sb), xa.numpy() * float(sa)) <= 1e-4
+
+
+def test_factored_output_equals_the_explicit_one():
+    data = [torch.from_numpy(x) for x in _data(17, 16, 40, 12, dtype=np.float32)]
+    a = OnlineNaturalGradient(rank=5, update_period=3)
+    b = OnlineNaturalGradient(rank=5, update_period=3)
+    for X in data:
+        xh, sa = a.precondition_directions(X)
+        H, W, sb = b.precondition_factored(X)
+        torch.testing.assert_close(X - H @ W, xh, rtol=0, atol=1e-6 * float(X.abs().max()))
+        assert float(sb) == pytest.approx(float(sa), rel=1e-5)
+        assert torch.equal(a.W, b.W) and torch.equal(a.d, b.d)
+    # heavy cancellation (X in the estimated subspace) falls back to the explicit X̂
+    B = torch.randn(2, 12, dtype=torch.float64)
+    c = OnlineNaturalGradient(rank=4, update_period=1)
+    d = OnlineNaturalGradient(rank=4, update_period=1)
+    for _ in range(12):
+        X = torch.randn(40, 2, dtype=torch.float64) @ B
+        xh, sc = c.precondition_directions(X)
+        _, _, sd = d.precondition_factored(X)
+        assert float(sd) == pytest.approx(float(sc), rel=1e-9)
