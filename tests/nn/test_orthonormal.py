@@ -143,6 +143,6 @@ def test_float32_tdnnf_bottleneck_converges_to_its_fixed_point():
     rng = random.Random(3)
     for step in range(400):
         apply_orthonormal_constraints(layer, step, rng)
-    P = (layer.weight @ layer.weight.t()).double().numpy()
+    P = (layer.weight @ layer.weight.t()).detach().double().numpy()
     alpha2 = np.trace(P @ P) / np.trace(P)
     np.testing.assert_allclose(P, alpha2 * np.eye(96), atol=2e-5 * alpha2)
