@@ -23,9 +23,12 @@
   (t <= 10 or every 4th call) and not; and, for scale, the plain weight
   gradient ``gᵀ x`` of that factor.
 
-Times are the median of ``--reps`` runs (min in brackets) with
-``torch.get_num_threads()`` threads. Usage:
-``python scripts/bench/bench_ngsgd.py [--reps N] [--quick] [--device cuda] [--chunks N]``.
+Times are the median of ``--reps`` runs (min in brackets). On a CPU they are
+process CPU times with 1 torch thread by default (``--clock cpu --threads
+1``): on a shared, loaded machine wall times swing by 10x between identical
+runs, CPU time much less (memory-bandwidth contention remains). On a GPU:
+wall time. Usage: ``python scripts/bench/bench_ngsgd.py [--reps N] [--quick]
+[--device cuda] [--chunks N] [--threads N] [--clock cpu|wall]``.
 """
 
 from __future__ import annotations
@@ -51,14 +54,18 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+_CLOCK = time.perf_counter
+
+
 def _time(fn, reps, device):
+    """(median, min) over ``reps`` runs of ``_CLOCK`` (wall, or process CPU time)."""
     times = []
     for _ in range(reps):
         _sync(device)
-        t0 = time.perf_counter()
+        t0 = _CLOCK()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(_CLOCK() - t0)
     return statistics.median(times), min(times)
 
 
@@ -110,10 +117,10 @@ def precondition_time(reps: int, device, N: int = 6400) -> dict:
             for k in range(4):
                 updating = ng._updating(ng._counter())
                 _sync(device)
-                t0 = time.perf_counter()
+                t0 = _CLOCK()
                 ng.precondition_directions(X)
                 _sync(device)
-                (upd if updating else noupd).append(time.perf_counter() - t0)
+                (upd if updating else noupd).append(_CLOCK() - t0)
         out[name] = {"updating_ms": 1e3 * statistics.median(upd),
                      "not_updating_ms": 1e3 * statistics.median(noupd),
                      "mean_per_call_ms": 1e3 * (statistics.median(upd)
@@ -133,15 +140,26 @@ def main(argv=None) -> dict:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="digits model and preconditioner only")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads on a CPU (0: torch's default)")
+    ap.add_argument("--clock", choices=["cpu", "wall"], default="",
+                    help="process CPU time (default on a CPU: robust on a shared machine) "
+                         "or wall time (default on a GPU)")
     ap.add_argument("--chunks", type=int, default=0,
                     help="chunks per minibatch for the 1536/160 model (default 128 on GPU, "
                          "8 on CPU)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
-    results = {"device": str(device), "threads": torch.get_num_threads()}
+    global _CLOCK
+    clock = args.clock or ("wall" if device.type == "cuda" else "cpu")
+    _CLOCK = time.process_time if clock == "cpu" else time.perf_counter
+    if device.type == "cpu" and args.threads > 0:
+        torch.set_num_threads(args.threads)
+    results = {"device": str(device), "threads": torch.get_num_threads(), "clock": clock}
     digits = TdnnfConfig(dim=256, bottleneck_dim=64, time_strides=[1, 1, 0, 3, 3, 3],
                          prefinal_dim=128, prefinal_big_dim=256)
     r = step_time(digits, 32, 120, args.reps, device)
+    print(f"device {device}, {results['threads']} threads, {clock} clock", flush=True)
     print(f"digits TDNN-F ({r['params']} params, 32 x {r['frames_in']} frames): plain "
           f"{r['plain_s'][0] * 1e3:.1f} ms [{r['plain_s'][1] * 1e3:.1f}], NG-SGD "
           f"{r['ng_s'][0] * 1e3:.1f} ms [{r['ng_s'][1] * 1e3:.1f}] per step: overhead "

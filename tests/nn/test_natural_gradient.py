@@ -241,6 +241,8 @@ def _ddp_worker(rank, world, port, out_dir):
             # what this rank's preconditioners look like when used (after DDP's broadcast):
             # a plain replica computes the local NG gradient from the same state
             out = ddp(x)
+            at_forward = torch.cat([b.double().reshape(-1) for n, b in net.named_buffers()
+                                    if n.endswith(("W", "d", "rho"))])
             replica = copy.deepcopy(net)
             replica.zero_grad()
             replica(x).square().sum().backward()
@@ -252,7 +254,7 @@ def _ddp_worker(rank, world, port, out_dir):
             synced = torch.cat([p.grad.reshape(-1) for p in net.parameters()])
             state = torch.cat([b.double().reshape(-1) for n, b in net.named_buffers()
                                if n.endswith(("W", "d", "rho"))])
-            records.append((synced, mean_local, state))
+            records.append((synced, mean_local, state, at_forward))
             with torch.no_grad():
                 for p in net.parameters():
                     p -= 0.01 * p.grad
@@ -269,7 +271,9 @@ def test_ddp_gloo_preconditions_before_the_all_reduce(tmp_path):
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt")
     r1 = torch.load(tmp_path / "rank1.pt")
-    for step, ((g0, m0, s0), (g1, m1, s1)) in enumerate(zip(r0, r1)):
+    for step, ((g0, m0, s0, f0), (g1, m1, s1, f1)) in enumerate(zip(r0, r1)):
+        # broadcast_buffers: at each forward every rank holds rank 0's NG state
+        assert torch.equal(f0, f1)
         # DDP's gradient = mean over ranks of each rank's own NG gradient
         torch.testing.assert_close(g0, m0, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(g1, m1, rtol=1e-5, atol=1e-6)
