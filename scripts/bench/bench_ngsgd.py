@@ -20,7 +20,9 @@
   -3,0, no bias): input X of 6400 x 3072 (rank 20), output derivative
   6400 x 160 (rank 80); ``affine`` (160 -> 1536, offsets 0,3, bias): input
   6400 x 321 (rank 20), output derivative 6400 x 1536 (rank 80); each updating
-  (t <= 10 or every 4th call) and not; and, for scale, the plain weight
+  (t <= 10 or every 4th call) and not, with ``X̂`` formed (``explicit``) and
+  left factored (``factored``, what the layer does for the larger side of
+  each factor: linear_in and affine_out); and, for scale, the plain weight
   gradient ``gᵀ x`` of that factor.
 
 Times are the median of ``--reps`` runs (min in brackets). On a CPU they are
@@ -109,22 +111,25 @@ def precondition_time(reps: int, device, N: int = 6400) -> dict:
     out = {}
     for name, (D, R) in shapes.items():
         X = torch.randn(N, D, device=device) @ (torch.randn(D, D, device=device) / D ** 0.5)
-        ng = OnlineNaturalGradient(rank=R, update_period=4).to(device)
-        for _ in range(11):                           # initialise, pass t <= 10
-            ng.precondition_directions(X)
-        upd, noupd = [], []
-        for _ in range(max(reps, 2)):
-            for k in range(4):
-                updating = ng._updating(ng._counter())
-                _sync(device)
-                t0 = _CLOCK()
-                ng.precondition_directions(X)
-                _sync(device)
-                (upd if updating else noupd).append(_CLOCK() - t0)
-        out[name] = {"updating_ms": 1e3 * statistics.median(upd),
-                     "not_updating_ms": 1e3 * statistics.median(noupd),
-                     "mean_per_call_ms": 1e3 * (statistics.median(upd)
-                                                + 3 * statistics.median(noupd)) / 4}
+        out[name] = {}
+        for how in ("explicit", "factored"):
+            ng = OnlineNaturalGradient(rank=R, update_period=4).to(device)
+            call = ng.precondition_directions if how == "explicit" else ng.precondition_factored
+            for _ in range(11):                       # initialise, pass t <= 10
+                call(X)
+            upd, noupd = [], []
+            for _ in range(max(reps, 2)):
+                for k in range(4):
+                    updating = ng._updating(ng._counter())
+                    _sync(device)
+                    t0 = _CLOCK()
+                    call(X)
+                    _sync(device)
+                    (upd if updating else noupd).append(_CLOCK() - t0)
+            out[name][f"{how} updating_ms"] = 1e3 * statistics.median(upd)
+            out[name][f"{how} not_updating_ms"] = 1e3 * statistics.median(noupd)
+            out[name][f"{how} mean_per_call_ms"] = 1e3 * (statistics.median(upd)
+                                                          + 3 * statistics.median(noupd)) / 4
     # plain weight gradients of the two factors, for scale
     x1, g1 = torch.randn(N, 3072, device=device), torch.randn(N, 160, device=device)
     x2, g2 = torch.randn(N, 321, device=device), torch.randn(N, 1536, device=device)
