@@ -169,6 +169,10 @@ class OnlineNaturalGradient(nn.Module):
             self._t_host = 0
             return
         W = state_dict.get(prefix + "W")
+        if W is not None and W.numel() == 0 and self.W.numel() > 0:
+            # saved before its first call (dimension still unknown): not initialised
+            self.reset()
+            return
         if W is not None and W.dim() == 2 and tuple(W.shape) != tuple(self.W.shape):
             if self.dim is not None and W.numel() > 0 and W.shape[1] != self.dim:
                 error_msgs.append(f"{prefix}W: state for dimension {W.shape[1]}, "

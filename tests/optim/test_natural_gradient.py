@@ -321,6 +321,9 @@ def test_state_dict_restores_exactly():
     assert not c.initialized
     with pytest.raises(RuntimeError):
         OnlineNaturalGradient(rank=6, dim=17).load_state_dict(saved)
+    # the state of one that never ran (dimension unknown) loads as "not initialised"
+    c.load_state_dict(OnlineNaturalGradient(rank=6).state_dict())
+    assert not c.initialized and c.dim == 16
 
 
 def test_wrong_dimension_is_rejected():
