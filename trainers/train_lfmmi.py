@@ -32,7 +32,11 @@ Graph dir (``--chain_dir``), as Kaldi's tree/chain dirs:
 Per step (``NnetChainTrainer::TrainInternal``): forward; chain objective +
 xent regulariser (:class:`kbind.chain.ChainLoss`, output l2 ``5e-5``, xent
 ``0.1`` with the xent output layer's learning-rate factor ``0.5/0.1``);
-backward; parameter L2 (``2 * S * l2 / num_jobs``); optimizer step under
+backward, in which every affine/linear layer's weight gradient is Kaldi's
+natural gradient (NG-SGD, :mod:`kbind.nn.natural_gradient`: input and
+output derivative preconditioned by ``OnlineNaturalGradient``, as Kaldi's
+TDNN-F recipes; ``--model.natural_gradient false`` gives plain SGD); parameter
+L2 (``2 * S * l2 / num_jobs``, not preconditioned); optimizer step under
 per-component and global max-change (:class:`kbind.train.MaxChangeStep`);
 batch-norm stats x0.8; semi-orthogonal constraint (each constrained layer
 with probability 1/4). No other gradient clipping.
@@ -41,10 +45,13 @@ Learning rate: Kaldi's ``get_learning_rate`` per iteration (an iteration =
 ``--minibatches_per_iter`` minibatches, Kaldi's "archive" per job): the
 effective rate decays exponentially from ``initial_effective_lrate`` to
 ``final_effective_lrate`` over the run and is multiplied by ``num_jobs``
-(kbind trains one model; ``num_jobs`` only reproduces Kaldi's per-job rates);
-see :mod:`kbind.train.schedule`. The dropout schedule is evaluated at the
-fraction of data processed. The optimizer is SGD (with optional momentum;
-Kaldi: ``lr*(1-momentum)`` per step) or Adam; NG-SGD will be another choice.
+(kbind trains one model; ``num_jobs`` .. ``num_jobs_final`` only reproduce
+Kaldi's per-job rates and L2 factors); see :mod:`kbind.train.schedule`. The
+dropout schedule is evaluated at the fraction of data processed. The
+optimizer is SGD (with optional momentum; Kaldi: ``lr*(1-momentum)`` per
+step; with NG-SGD this is Kaldi's update) or Adam (on the NG directions if
+NG-SGD is on). The NG preconditioners' state is part of the model's
+``state_dict``, so checkpoints resume exactly.
 
 Logs: ``<dir>/log/train.log`` with Kaldi's lines per iteration (average
 objective per ``print_interval`` minibatches, overall, max-change, and
@@ -106,11 +113,12 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    optimizer: str = "sgd"                 # sgd | adam  (ngsgd: later)
+    optimizer: str = "sgd"                 # sgd | adam (NG-SGD: model.natural_gradient)
     momentum: float = 0.0                  # Kaldi's --trainer.momentum
     initial_effective_lrate: float = 1e-3
     final_effective_lrate: float = 1e-4
     num_jobs: int = 1                      # Kaldi's num_jobs_initial (scales the lr)
+    num_jobs_final: int = 0                # Kaldi's num_jobs_final (0: = num_jobs)
     max_param_change: float = 2.0          # global max-change
     batchnorm_stats_scale: float = 0.8
     dropout_schedule: str = ""             # e.g. 0,0@0.20,0.5@0.50,0
@@ -382,10 +390,11 @@ class Trainer:
         self.num_iters = max(1, math.ceil(self.total_steps / cfg.minibatches_per_iter))
         self.schedule = LearningRateSchedule(cfg.optim.initial_effective_lrate,
                                              cfg.optim.final_effective_lrate, self.num_iters,
-                                             cfg.optim.num_jobs)
+                                             cfg.optim.num_jobs, cfg.optim.num_jobs_final)
         nparams = sum(p.numel() for p in self.model.parameters())
-        log.info("model: TDNN-F, %d parameters, context %d/%d, %d pdfs; feat dim %d",
-                 nparams, lc, rc, num_pdfs, feats.dim)
+        log.info("model: TDNN-F, %d parameters, context %d/%d, %d pdfs; feat dim %d; "
+                 "natural gradient %s", nparams, lc, rc, num_pdfs, feats.dim,
+                 "on" if cfg.model.natural_gradient else "off")
         log.info("den graph: %s", self.graphs.den_graph)
         log.info("data: %d training, %d valid, %d train-diagnostic utterances; %d epochs x ~%d "
                  "minibatches = %d iterations of %d", len(train), len(valid), len(diag),
@@ -447,7 +456,6 @@ class Trainer:
         step, acc, progress = self.restore()
         writer = MetricsWriter(self.dir, use_tensorboard=cfg.tensorboard)
         groups = self.optimizer.param_groups
-        l2_factor = 1.0 / cfg.optim.num_jobs
         end = self.total_steps if cfg.max_steps < 0 else min(self.total_steps, cfg.max_steps)
         bar = None
         if cfg.progress:
@@ -485,7 +493,7 @@ class Trainer:
             loss.backward()
             stats = self.loss_fn.last_stats
             # parameter L2, update under max-change, batchnorm stats, orthonormal constraint
-            add_l2_to_grads(groups, sup.num_sequences, l2_factor)
+            add_l2_to_grads(groups, sup.num_sequences, self.schedule.l2_regularize_factor(it))
             mc = self.step_fn()
             scale_batchnorm_stats(self.model, cfg.optim.batchnorm_stats_scale)
             if cfg.optim.orthonormal_constraint:

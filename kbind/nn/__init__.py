@@ -1,5 +1,6 @@
 """Acoustic models and Kaldi's nnet3 layers: TDNN, TDNN-F, BLSTM, batch norm,
-continuous dropout and its schedule, and the semi-orthogonal constraint.
+continuous dropout and its schedule, the semi-orthogonal constraint, and
+NG-SGD layers (:mod:`kbind.nn.natural_gradient`).
 
 See :mod:`kbind.nn.tdnn` for how input and output frames line up under
 frame subsampling, and :mod:`kbind.nn.layers` for the layer maths.
@@ -10,6 +11,8 @@ from .layers import (GeneralDropout, KaldiBatchNorm, OutputLayer, PrefinalLayer,
                      TdnnfLayer, TdnnLayer, Times, component_param_groups, dropout_proportion,
                      dropout_proportions, parse_dropout_schedule, scale_batchnorm_stats,
                      set_dropout_proportions)
+from .natural_gradient import (NaturalGradientLinear, kaldi_ng_ranks, natural_gradient_grads,
+                               set_natural_gradient)
 from .orthonormal import apply_orthonormal_constraints, constrain_orthonormal_
 from .tdnn import TDNN, TDNNF, ChainModelOutput, TdnnConfig, TdnnfConfig
 
@@ -19,5 +22,6 @@ __all__ = [
     "TdnnfLayer", "PrefinalLayer", "OutputLayer", "Times", "scale_batchnorm_stats",
     "component_param_groups", "parse_dropout_schedule", "dropout_proportions",
     "dropout_proportion", "set_dropout_proportions", "constrain_orthonormal_",
-    "apply_orthonormal_constraints",
+    "apply_orthonormal_constraints", "NaturalGradientLinear", "set_natural_gradient",
+    "kaldi_ng_ranks", "natural_gradient_grads",
 ]

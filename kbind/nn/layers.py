@@ -48,8 +48,10 @@ of training data seen (first value at 0, last at 1, a middle value without
 ``@`` sits at 0.5); ``'pat1=sched1 pat2=sched2'`` gives per-component
 schedules, applied in order to module names matching the glob pattern.
 
-Not modelled: ReLU self-repair (a random derivative tweak, off in parity
-tests) and NG-SGD (the optimizer's business). Per-component training
+Every affine/linear component (:class:`TdnnAffine`) is trained with Kaldi's
+NG-SGD unless built with ``natural_gradient=False``
+(:mod:`kbind.nn.natural_gradient`). Not modelled: ReLU self-repair (a
+random derivative tweak, off in parity tests). Per-component training
 constants (``learning_rate_factor``, ``max_change``, ``l2_regularize``) are
 attributes of the modules that own parameters; :func:`component_param_groups`
 turns them into optimizer parameter groups.
@@ -66,6 +68,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .natural_gradient import NaturalGradientLinear
 
 __all__ = [
     "KaldiBatchNorm", "GeneralDropout", "TdnnAffine", "TdnnLayer", "TdnnfLayer",
@@ -232,10 +236,16 @@ class GeneralDropout(nn.Module):
         return x * mask
 
 
-class TdnnAffine(nn.Module):
+class TdnnAffine(NaturalGradientLinear):
     """Kaldi's ``TdnnComponent``: an affine map of frames spliced at time offsets.
 
     With ``time_offsets=(0,)`` it is a per-frame Linear/Affine component.
+    Trained with NG-SGD by default, as Kaldi's ``TdnnComponent``
+    (``use-natural-gradient=true``): the spliced input ``[x(t+o₁) | … | x(t+o_k)]``
+    (plus a ones column if there is a bias) and the output derivative are
+    preconditioned (:class:`kbind.nn.NaturalGradientLinear`), with
+    ``rank_in = min(20, (k·input_dim + 1) // 2)``, ``rank_out =
+    min(80, (output_dim + 1) // 2)``, update period 4.
 
     Args:
         input_dim: per-frame input dim.
@@ -248,6 +258,7 @@ class TdnnAffine(nn.Module):
         bias_stddev: bias init stddev (Kaldi 1.0).
         learning_rate_factor, max_change, l2_regularize: Kaldi's per-component
             training constants, read by :func:`component_param_groups`.
+        natural_gradient: NG-SGD on (Kaldi's default) or off (plain gradient).
 
     ``weight`` is ``(output_dim, #offsets·input_dim)``, offset-major.
     """
@@ -256,32 +267,27 @@ class TdnnAffine(nn.Module):
                  bias: bool = True, orthonormal_constraint: float = 0.0,
                  param_stddev: Optional[float] = None, bias_stddev: float = 1.0,
                  learning_rate_factor: float = 1.0, max_change: float = 0.75,
-                 l2_regularize: float = 0.0):
-        super().__init__()
+                 l2_regularize: float = 0.0, natural_gradient: bool = True):
         offsets = tuple(int(o) for o in time_offsets)
         if not offsets or list(offsets) != sorted(set(offsets)):
             raise ValueError(f"TdnnAffine: time_offsets must be sorted and distinct, "
                              f"got {time_offsets}")
+        if param_stddev is None:
+            param_stddev = 1.0 / math.sqrt(input_dim * len(offsets))
+        super().__init__(len(offsets) * input_dim, output_dim, bias=bias,
+                         natural_gradient=natural_gradient, param_stddev=param_stddev,
+                         bias_stddev=bias_stddev, learning_rate_factor=learning_rate_factor,
+                         max_change=max_change, l2_regularize=l2_regularize,
+                         orthonormal_constraint=orthonormal_constraint)
         self.input_dim = input_dim
         self.output_dim = output_dim
         self.time_offsets = offsets
-        self.orthonormal_constraint = float(orthonormal_constraint)
-        self.learning_rate_factor = float(learning_rate_factor)
-        self.max_change = float(max_change)
-        self.l2_regularize = float(l2_regularize)
-        self.weight = nn.Parameter(torch.empty(output_dim, len(offsets) * input_dim))
-        self.bias = nn.Parameter(torch.empty(output_dim)) if bias else None
-        if param_stddev is None:
-            param_stddev = 1.0 / math.sqrt(input_dim * len(offsets))
-        with torch.no_grad():
-            self.weight.normal_(0.0, param_stddev) if param_stddev > 0 else self.weight.zero_()
-            if self.bias is not None:
-                self.bias.normal_(0.0, bias_stddev) if bias_stddev > 0 else self.bias.zero_()
 
     def extra_repr(self) -> str:
         return (f"{self.input_dim}, {self.output_dim}, time_offsets={self.time_offsets}, "
                 f"bias={self.bias is not None}, "
-                f"orthonormal_constraint={self.orthonormal_constraint}")
+                f"orthonormal_constraint={self.orthonormal_constraint}, "
+                f"natural_gradient={self.natural_gradient}")
 
     @property
     def context(self) -> Tuple[int, int]:
@@ -299,7 +305,7 @@ class TdnnAffine(nn.Module):
         taps = [_select(x, _tap_index(in_times, out_times, o, x.device))
                 for o in self.time_offsets]
         spliced = taps[0] if len(taps) == 1 else torch.cat(taps, dim=-1)
-        return F.linear(spliced, self.weight, self.bias)
+        return self.linear(spliced)
 
 
 class TdnnLayer(nn.Module):
@@ -311,10 +317,11 @@ class TdnnLayer(nn.Module):
 
     def __init__(self, input_dim: int, dim: int, time_offsets: Sequence[int] = (-1, 0, 1),
                  dropout: Optional[float] = None, target_rms: float = 1.0,
-                 max_change: float = 0.75, l2_regularize: float = 0.0):
+                 max_change: float = 0.75, l2_regularize: float = 0.0,
+                 natural_gradient: bool = True):
         super().__init__()
         self.affine = TdnnAffine(input_dim, dim, time_offsets, max_change=max_change,
-                                 l2_regularize=l2_regularize)
+                                 l2_regularize=l2_regularize, natural_gradient=natural_gradient)
         self.batchnorm = KaldiBatchNorm(dim, target_rms=target_rms)
         self.dropout = GeneralDropout(dim, dropout) if dropout is not None else None
 
@@ -345,7 +352,8 @@ class TdnnfLayer(nn.Module):
 
     def __init__(self, dim: int, bottleneck_dim: int, time_stride: int,
                  bypass_scale: float = 0.66, dropout: Optional[float] = 0.0,
-                 max_change: float = 0.75, l2_regularize: float = 0.0):
+                 max_change: float = 0.75, l2_regularize: float = 0.0,
+                 natural_gradient: bool = True):
         super().__init__()
         if time_stride < 0:
             raise ValueError(f"TdnnfLayer: time_stride must be >= 0, got {time_stride}")
@@ -354,9 +362,10 @@ class TdnnfLayer(nn.Module):
         self.bypass_scale = float(bypass_scale)
         self.linear = TdnnAffine(dim, bottleneck_dim, (-s, 0) if s else (0,), bias=False,
                                  orthonormal_constraint=-1.0, max_change=max_change,
-                                 l2_regularize=l2_regularize)
+                                 l2_regularize=l2_regularize, natural_gradient=natural_gradient)
         self.affine = TdnnAffine(bottleneck_dim, dim, (0, s) if s else (0,),
-                                 max_change=max_change, l2_regularize=l2_regularize)
+                                 max_change=max_change, l2_regularize=l2_regularize,
+                                 natural_gradient=natural_gradient)
         self.batchnorm = KaldiBatchNorm(dim)
         self.dropout = GeneralDropout(dim, dropout) if dropout is not None else None
 
@@ -385,13 +394,15 @@ class PrefinalLayer(nn.Module):
     """Kaldi's ``prefinal-layer``: affine → ReLU → BN → linear (semi-orthogonal) → BN."""
 
     def __init__(self, input_dim: int, big_dim: int, small_dim: int,
-                 max_change: float = 0.75, l2_regularize: float = 0.0):
+                 max_change: float = 0.75, l2_regularize: float = 0.0,
+                 natural_gradient: bool = True):
         super().__init__()
         self.affine = TdnnAffine(input_dim, big_dim, max_change=max_change,
-                                 l2_regularize=l2_regularize)
+                                 l2_regularize=l2_regularize, natural_gradient=natural_gradient)
         self.batchnorm1 = KaldiBatchNorm(big_dim)
         self.linear = TdnnAffine(big_dim, small_dim, bias=False, orthonormal_constraint=-1.0,
-                                 max_change=max_change, l2_regularize=l2_regularize)
+                                 max_change=max_change, l2_regularize=l2_regularize,
+                                 natural_gradient=natural_gradient)
         self.batchnorm2 = KaldiBatchNorm(small_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -407,12 +418,13 @@ class OutputLayer(nn.Module):
 
     def __init__(self, input_dim: int, num_pdfs: int, include_log_softmax: bool,
                  learning_rate_factor: float = 1.0, max_change: float = 1.5,
-                 l2_regularize: float = 0.0):
+                 l2_regularize: float = 0.0, natural_gradient: bool = True):
         super().__init__()
         self.include_log_softmax = include_log_softmax
         self.affine = TdnnAffine(input_dim, num_pdfs, param_stddev=0.0, bias_stddev=0.0,
                                  learning_rate_factor=learning_rate_factor,
-                                 max_change=max_change, l2_regularize=l2_regularize)
+                                 max_change=max_change, l2_regularize=l2_regularize,
+                                 natural_gradient=natural_gradient)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.affine(x)

@@ -80,6 +80,7 @@ class TdnnfConfig:
     output_l2_regularize: float = 0.015  # output layers
     max_change: float = 0.75            # hidden components
     output_max_change: float = 1.5      # output layers
+    natural_gradient: bool = True       # NG-SGD in every affine/linear (Kaldi's default)
 
     @classmethod
     def kaldi(cls) -> "TdnnfConfig":
@@ -107,6 +108,7 @@ class TdnnConfig:
     output_l2_regularize: float = 0.0
     max_change: float = 0.75
     output_max_change: float = 1.5
+    natural_gradient: bool = True       # NG-SGD in every affine (Kaldi's default)
 
 
 def _check_config(cfg) -> None:
@@ -145,7 +147,8 @@ class _ChunkModel(nn.Module):
     def _init_heads(self, cfg, head_dim: int, make_prefinal) -> None:
         """``prefinal_chain → output`` and, if ``xent_regularize > 0``,
         ``prefinal_xent → output_xent`` (lr factor ``0.5 / xent_regularize``)."""
-        output = dict(max_change=cfg.output_max_change, l2_regularize=cfg.output_l2_regularize)
+        output = dict(max_change=cfg.output_max_change, l2_regularize=cfg.output_l2_regularize,
+                      natural_gradient=cfg.natural_gradient)
         self.prefinal_chain = make_prefinal()
         self.output = OutputLayer(head_dim, self.num_pdfs, include_log_softmax=False, **output)
         if cfg.xent_regularize > 0:
@@ -235,7 +238,8 @@ class TDNNF(_ChunkModel):
         self.feat_dim = feat_dim
         self.num_pdfs = num_pdfs
         self.frame_subsampling_factor = cfg.frame_subsampling_factor
-        hidden = dict(max_change=cfg.max_change, l2_regularize=cfg.l2_regularize)
+        hidden = dict(max_change=cfg.max_change, l2_regularize=cfg.l2_regularize,
+                      natural_gradient=cfg.natural_gradient)
         layers = [TdnnLayer(feat_dim, cfg.dim, cfg.input_offsets, **hidden)]
         layers += [TdnnfLayer(cfg.dim, cfg.bottleneck_dim, s, bypass_scale=cfg.bypass_scale,
                               dropout=cfg.dropout, **hidden) for s in cfg.time_strides]
@@ -265,7 +269,8 @@ class TDNN(_ChunkModel):
         self.feat_dim = feat_dim
         self.num_pdfs = num_pdfs
         self.frame_subsampling_factor = cfg.frame_subsampling_factor
-        hidden = dict(max_change=cfg.max_change, l2_regularize=cfg.l2_regularize)
+        hidden = dict(max_change=cfg.max_change, l2_regularize=cfg.l2_regularize,
+                      natural_gradient=cfg.natural_gradient)
         self.layers = nn.ModuleList(
             TdnnLayer(feat_dim if k == 0 else cfg.dim, cfg.dim, offsets, **hidden)
             for k, offsets in enumerate(cfg.splices))

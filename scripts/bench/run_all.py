@@ -15,7 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHES = ["bench_io", "bench_features", "bench_decode", "bench_decode_digits", "bench_chain",
-           "bench_chain_num", "bench_chain_loss", "bench_align", "bench_ce"]
+           "bench_chain_num", "bench_chain_loss", "bench_ngsgd", "bench_align", "bench_ce"]
 
 
 def _load(name):

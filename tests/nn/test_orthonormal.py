@@ -121,3 +121,28 @@ def test_apply_constraints_random_cadence_is_one_in_four():
     rng = random.Random(0)
     calls = sum(len(apply_orthonormal_constraints(model, step, rng)) for step in range(500))
     assert abs(calls / 2000 - 0.25) < 0.03
+
+
+@pytest.mark.parametrize("rows,cols,alpha", [(8, 20, 1.0), (8, 20, 0.37), (20, 8, 2.5)])
+def test_fixed_point_is_left_unchanged(rows, cols, alpha):
+    """M Mᵀ = α² I (or Mᵀ M for a tall M) is the fixed point of both variants."""
+    rng = np.random.default_rng(rows * cols)
+    q = np.linalg.qr(rng.standard_normal((max(rows, cols), min(rows, cols))))[0]
+    M = alpha * (q.T if rows <= cols else q)
+    for scale in (None, alpha):
+        w = torch.tensor(M)
+        got = constrain_orthonormal_(w, scale=scale)
+        assert got == pytest.approx(alpha, rel=1e-12)
+        np.testing.assert_allclose(w.numpy(), M, rtol=0, atol=1e-14)
+
+
+def test_float32_tdnnf_bottleneck_converges_to_its_fixed_point():
+    """Kaldi's cadence (1/4 per call) on a float32 1536x160-shaped factor
+    (here 96 x 2·256): P = M Mᵀ ends at α² I with α² = tr(P²)/tr(P)."""
+    layer = TdnnAffine(256, 96, (-1, 0), bias=False, orthonormal_constraint=-1.0)
+    rng = random.Random(3)
+    for step in range(400):
+        apply_orthonormal_constraints(layer, step, rng)
+    P = (layer.weight @ layer.weight.t()).detach().double().numpy()
+    alpha2 = np.trace(P @ P) / np.trace(P)
+    np.testing.assert_allclose(P, alpha2 * np.eye(96), atol=2e-5 * alpha2)

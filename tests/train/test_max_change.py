@@ -78,3 +78,16 @@ def test_l2_to_grads():
     # Kaldi: delta += -2 * S * l2_factor * lr * l2 * params; as a gradient: 2*64*0.5*0.01 = 0.64
     assert p.grad.tolist() == pytest.approx([0.64, -1.28])
     assert q.grad is None
+
+
+def test_global_limit_alone_and_nan_slips_through():
+    # no per-component limits; global norm sqrt(1.2² + 1.6²) = 2 -> limit 1.0 halves it
+    d = [[torch.tensor([1.2])], [torch.tensor([1.6])]]
+    st = apply_max_change(d, [0.0, 0.0], 1.0)
+    assert st.norm == pytest.approx(2.0) and st.global_factor == pytest.approx(0.5)
+    assert [d[0][0].item(), d[1][0].item()] == pytest.approx([0.6, 0.8])
+    # Kaldi: a NaN norm fails the "n > max_param_change" test and is applied as is
+    d = [[torch.tensor([float("nan"), 1.0])]]
+    st = apply_max_change(d, [0.75], 2.0)
+    assert not st.skipped and st.global_factor == 1.0
+    assert math.isnan(d[0][0][0].item())

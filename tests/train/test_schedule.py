@@ -37,3 +37,25 @@ def test_schedule_object():
         0.5 * (0.4 - 0.2) / 0.3)
     with pytest.raises(ValueError):
         LearningRateSchedule(1e-3, 1e-4, num_iters=0)
+
+
+def test_num_jobs_grow_as_kaldi():
+    # Kaldi's get_current_num_jobs (num_jobs_step 1): 3 -> 16 jobs over 20 iterations
+    s = LearningRateSchedule(2.5e-4, 2.5e-5, num_iters=20, num_jobs=3, num_jobs_final=16)
+    expected = [int(0.5 + 3 + 13 * i / 20) for i in range(20)]
+    assert [s.jobs(i) for i in range(20)] == expected
+    assert expected[0] == 3 and expected[-1] == 15      # Kaldi never reaches 16 exactly
+    total = sum(expected)
+    assert s.num_archives_to_process == total
+    done = sum(expected[:7])
+    assert s.archives_processed(7) == done
+    # lr of iteration 7 by hand: jobs * initial * (final/initial) ** (done/total)
+    assert s.learning_rate(7) == pytest.approx(expected[7] * 2.5e-4 * 0.1 ** (done / total))
+    assert s.learning_rate(19) == pytest.approx(15 * 2.5e-5)
+    assert s.l2_regularize_factor(7) == pytest.approx(1 / expected[7])
+    assert s.data_fraction(7) == pytest.approx(done / total)
+    # constant jobs: num_jobs_final 0 means "as num_jobs"
+    c = LearningRateSchedule(1e-3, 1e-4, num_iters=5, num_jobs=2)
+    assert [c.jobs(i) for i in range(5)] == [2] * 5
+    with pytest.raises(ValueError):
+        LearningRateSchedule(1e-3, 1e-4, num_iters=5, num_jobs_final=-1)

@@ -126,8 +126,27 @@ def test_resume_is_exact(tmp_path, stop_at):
     tb.train()
     pa, pb = _params(ta.model), _params(tb.model)
     assert pa.keys() == pb.keys()
+    assert any(k.endswith("preconditioner_in.W") for k in pa)     # NG state resumed too
     for k in pa:
         assert torch.equal(pa[k], pb[k]), k
     sa, sb = ta.optimizer.state_dict()["state"], tb.optimizer.state_dict()["state"]
     for k in sa:
         assert torch.equal(sa[k]["momentum_buffer"], sb[k]["momentum_buffer"])
+
+
+@pytest.mark.parametrize("natural_gradient", [True, False])
+def test_natural_gradient_switch(tmp_path, natural_gradient):
+    """NG-SGD is the default; --model.natural_gradient false trains with plain gradients."""
+    assert tl.TrainConfig().model.natural_gradient is True
+    data, chain, _ = _setup(tmp_path, "alignment")
+    cfg = _config(tmp_path, data, chain, "alignment", max_steps=3)
+    cfg.model.natural_gradient = natural_gradient
+    tr = tl.Trainer(cfg)
+    tr.train()
+    counters = [int(m.t) for m in tr.model.modules() if type(m).__name__ == "OnlineNaturalGradient"]
+    assert counters
+    # 3 minibatches: every preconditioner was called 3 times, or never
+    assert set(counters) == ({3} if natural_gradient else {0})
+    ck = torch.load(sorted((tmp_path / "exp").glob("ckpt-*.pt"))[-1], weights_only=False)
+    ts = [int(v) for k, v in ck["model"].items() if k.endswith("preconditioner_out.t")]
+    assert set(ts) == ({3} if natural_gradient else {0})
