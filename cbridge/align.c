@@ -92,19 +92,6 @@ typedef struct {
   int oom;
 } Align;
 
-static int grow_buf(void **p, int32_t *cap, int64_t need, size_t elem) {
-  if (need <= *cap) return 0;
-  int64_t nc = *cap > 0 ? *cap : 256;
-  while (nc < need) nc *= 2;
-  if (nc > INT32_MAX) nc = INT32_MAX;
-  if (nc < need) return -1;
-  void *q = realloc(*p, (size_t)nc * elem);
-  if (!q) return -1;
-  *p = q;
-  *cap = (int32_t)nc;
-  return 0;
-}
-
 /* -- tokens (Kaldi's Token with reference counts) --------------------------- */
 
 static int32_t tok_new(Align *a, double cost, int64_t arc, int32_t prev) {
@@ -113,7 +100,7 @@ static int32_t tok_new(Align *a, double cost, int64_t arc, int32_t prev) {
     i = a->tok_free;
     a->tok_free = a->tok[i].prev;
   } else {
-    if (grow_buf((void **)&a->tok, &a->tok_cap, (int64_t)a->tok_used + 1, sizeof(ATok))) {
+    if (kb_grow((void **)&a->tok, &a->tok_cap, (int64_t)a->tok_used + 1, sizeof(ATok))) {
       a->oom = 1;
       return -1;
     }
@@ -146,7 +133,7 @@ static int32_t elem_new(Align *a) {
     i = a->el_free;
     a->el_free = a->el[i].tail;
   } else {
-    if (grow_buf((void **)&a->el, &a->el_cap, (int64_t)a->el_used + 1, sizeof(AElem))) {
+    if (kb_grow((void **)&a->el, &a->el_cap, (int64_t)a->el_used + 1, sizeof(AElem))) {
       a->oom = 1;
       return -1;
     }
@@ -222,7 +209,7 @@ static int32_t hl_insert(Align *a, int32_t state, int32_t tok) {
 /* -- FasterDecoder ------------------------------------------------------------ */
 
 static int queue_push(Align *a, int32_t e) {
-  if (grow_buf((void **)&a->queue, &a->queue_cap, (int64_t)a->queue_len + 1, sizeof(int32_t))) {
+  if (kb_grow((void **)&a->queue, &a->queue_cap, (int64_t)a->queue_len + 1, sizeof(int32_t))) {
     a->oom = 1;
     return -1;
   }
@@ -307,7 +294,7 @@ static double get_cutoff(Align *a, int32_t head, int32_t *tok_count, float *adap
   int32_t n = 0;
   for (int32_t e = head; e >= 0; e = a->el[e].tail, count++) {
     double w = a->tok[a->el[e].val].cost;
-    if (grow_buf((void **)&a->tmp, &a->tmp_cap, (int64_t)n + 1, sizeof(float))) {
+    if (kb_grow((void **)&a->tmp, &a->tmp_cap, (int64_t)n + 1, sizeof(float))) {
       a->oom = 1;
       return NAN;
     }

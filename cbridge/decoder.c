@@ -292,19 +292,6 @@ typedef struct {
 
 static const float kInf = INFINITY;
 
-static int grow(void **p, int32_t *cap, int32_t need, size_t elem) {
-  if (need <= *cap) return 0;
-  int64_t nc = *cap > 0 ? *cap : 256;
-  while (nc < need) nc *= 2;
-  if (nc > INT32_MAX) nc = INT32_MAX;
-  if (nc < need) return -1;
-  void *q = realloc(*p, (size_t)nc * elem);
-  if (!q) return -1;
-  *p = q;
-  *cap = (int32_t)nc;
-  return 0;
-}
-
 static int32_t new_tok(Dec *d, float tot_cost, float extra_cost, int32_t state, int32_t next) {
   int32_t i;
   if (d->tok_free >= 0) {
@@ -312,7 +299,7 @@ static int32_t new_tok(Dec *d, float tot_cost, float extra_cost, int32_t state, 
     d->tok_free = d->tok[i].next;
   } else {
     if (d->tok_used == d->tok_cap &&
-        grow((void **)&d->tok, &d->tok_cap, d->tok_used + 1, sizeof(Tok)))
+        kb_grow((void **)&d->tok, &d->tok_cap, d->tok_used + 1, sizeof(Tok)))
       return -1;
     i = d->tok_used++;
   }
@@ -342,7 +329,7 @@ static int32_t new_link(Dec *d, int32_t next_tok, int32_t ilabel, int32_t olabel
     d->link_free = d->link[i].next;
   } else {
     if (d->link_used == d->link_cap &&
-        grow((void **)&d->link, &d->link_cap, d->link_used + 1, sizeof(Link)))
+        kb_grow((void **)&d->link, &d->link_cap, d->link_used + 1, sizeof(Link)))
       return -1;
     i = d->link_used++;
   }
@@ -472,7 +459,7 @@ static int hl_insert(Dec *d, int32_t t, int32_t state) {
     d->bucket_last[b] = t;
     d->hl_tail_bucket = b;
     if (d->nbucket_used == d->bucket_used_cap &&
-        grow((void **)&d->bucket_used, &d->bucket_used_cap, d->nbucket_used + 1,
+        kb_grow((void **)&d->bucket_used, &d->bucket_used_cap, d->nbucket_used + 1,
              sizeof(int32_t)))
       return -1;
     d->bucket_used[d->nbucket_used++] = b;
@@ -715,7 +702,7 @@ static int get_cutoff(Dec *d, int32_t head, float *cutoff, int32_t *tok_count, f
     return 0;
   }
   for (int32_t t = head; t >= 0; t = d->tok[t].hnext) {
-    if (count == d->tmp_cap && grow((void **)&d->tmp, &d->tmp_cap, count + 1, sizeof(float)))
+    if (count == d->tmp_cap && kb_grow((void **)&d->tmp, &d->tmp_cap, count + 1, sizeof(float)))
       return -1;
     float w = d->tok[t].tot_cost;
     d->tmp[count++] = w;
@@ -820,7 +807,7 @@ static int process_nonemitting(Dec *d, float cutoff) {
   int32_t qn = 0;
   for (int32_t t = d->hl_head; t >= 0; t = d->tok[t].hnext) {
     if (g->has_eps[d->tok[t].state]) {
-      if (qn == d->queue_cap && grow((void **)&d->queue, &d->queue_cap, qn + 1, sizeof(int32_t)))
+      if (qn == d->queue_cap && kb_grow((void **)&d->queue, &d->queue_cap, qn + 1, sizeof(int32_t)))
         return -1;
       d->queue[qn++] = t;
     }
@@ -843,7 +830,7 @@ static int process_nonemitting(Dec *d, float cutoff) {
         d->tok[t].links = l;
         if (changed && g->has_eps[g->dst[a]]) {
           if (qn == d->queue_cap &&
-              grow((void **)&d->queue, &d->queue_cap, qn + 1, sizeof(int32_t)))
+              kb_grow((void **)&d->queue, &d->queue_cap, qn + 1, sizeof(int32_t)))
             return -1;
           d->queue[qn++] = nt;
         }

@@ -105,3 +105,27 @@ def ptr(t, what: str = "tensor"):
 def max_threads() -> int:
     _require()
     return int(lib.kb_max_threads())
+
+
+IMPLS = ("auto", "torch", "c")
+
+
+def use_c(impl: str, device, reasons=()) -> bool:
+    """Whether a kernel with a C and a torch implementation runs in C here.
+
+    ``impl``: ``"auto"`` (C when possible), ``"c"`` (raises ValueError with the
+    reasons when not possible) or ``"torch"``; ``reasons``: the caller's own
+    reasons against C (besides a non-CPU device and a missing build)."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl == "torch":
+        return False
+    why = []
+    if torch.device(device).type != "cpu":
+        why.append(f"the C kernel runs on CPU tensors, not {device}")
+    why.extend(reasons)
+    if not why and not available():
+        why.append("the native core is not built")
+    if why and impl == "c":
+        raise ValueError("impl='c' is not possible: " + "; ".join(why))
+    return not why

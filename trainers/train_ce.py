@@ -68,11 +68,12 @@ from kbind.chain.egs import FeatureSource  # noqa: E402
 from kbind.config import parse_config, save_config  # noqa: E402
 from kbind.data.frame_egs import IGNORE, FrameEgs, FrameEgsConfig  # noqa: E402
 from kbind.decode.acoustic import AcousticModel, build_model  # noqa: E402
-from kbind.nn import BlstmConfig, TdnnConfig, TdnnfConfig, component_param_groups  # noqa: E402
+from kbind.nn import BlstmConfig, TdnnConfig, TdnnfConfig  # noqa: E402
 from kbind.train import (LearningRateSchedule, MaxChangeStep, MetricsWriter,  # noqa: E402
                          capture_rng_state, latest_checkpoint, load_checkpoint,
                          restore_rng_state, save_checkpoint)
 from kbind.train.logging import log_to_file  # noqa: E402
+from kbind.train.optimizer import make_optimizer, set_learning_rate  # noqa: E402
 from kbind.train.priors import LabelPriors, pdf_counts, write_counts  # noqa: E402
 
 log = logging.getLogger("train_ce")
@@ -247,18 +248,6 @@ def compute_prob(model, egs: FrameEgs, batches, device) -> CeStats:
 # Trainer
 # ---------------------------------------------------------------------------------------
 
-def make_optimizer(model, cfg: CeOptimConfig):
-    groups = component_param_groups(model)
-    for g in groups:
-        g["lr"] = cfg.initial_effective_lrate * g["learning_rate_factor"]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.initial_effective_lrate, momentum=cfg.momentum)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.initial_effective_lrate,
-                                betas=tuple(cfg.adam_betas))
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd | adam)")
-
-
 class CeTrainer:
     def __init__(self, cfg: CeTrainConfig):
         self.cfg = cfg
@@ -322,7 +311,9 @@ class CeTrainer:
         self.egs = FrameEgs(feats, labels if labels is not None else _AllLabels(self.labels),
                             lc, rc, cfg.egs, fss, cfg.seed, self.train_utts, num_pdfs)
         self._diag_egs: Dict[str, FrameEgs] = {}
-        self.optimizer = make_optimizer(self.model, cfg.optim)
+        o = cfg.optim
+        self.optimizer = make_optimizer(self.model, o.optimizer, o.initial_effective_lrate,
+                                        o.momentum, o.adam_betas)
         self.step_fn = MaxChangeStep(self.optimizer, cfg.optim.max_param_change)
         self.epoch_sizes = [len(self.egs.batches(e)) for e in range(cfg.num_epochs)]
         self.total_steps = sum(self.epoch_sizes)
@@ -468,7 +459,6 @@ class CeTrainer:
             from tqdm import tqdm
             bar = tqdm(total=self.total_steps, initial=step, desc="train", unit="mb",
                        dynamic_ncols=True, file=sys.stderr)
-        scale = (1.0 - cfg.optim.momentum) if cfg.optim.optimizer == "sgd" else 1.0
         interval, epoch_st = CeStats(), CeStats()
         t_train, in_frames = 0.0, 0
         first = True
@@ -485,8 +475,8 @@ class CeTrainer:
                     it = s // cfg.minibatches_per_iter
                     if s % cfg.minibatches_per_iter == 0 or first:
                         lr = self.schedule.learning_rate(it)
-                        for g in self.optimizer.param_groups:
-                            g["lr"] = lr * g["learning_rate_factor"] * scale
+                        set_learning_rate(self.optimizer, lr, cfg.optim.optimizer,
+                                          cfg.optim.momentum)
                         writer.scalar("lr", lr, it)
                         first = False
                     step = s + 1

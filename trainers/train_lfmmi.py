@@ -89,8 +89,11 @@ from kbind.chain.egs import (AlignmentSupervisions, ChainEgs, E2eSupervisions,  
                              EgsConfig, FeatureSource)
 from kbind.config import parse_config, save_config  # noqa: E402
 from kbind.nn import (TDNNF, TdnnfConfig, apply_orthonormal_constraints,  # noqa: E402
-                      component_param_groups, dropout_proportions, scale_batchnorm_stats,
+                      dropout_proportions, scale_batchnorm_stats,
                       set_dropout_proportions)
+from kbind.train.logging import log_to_file  # noqa: E402
+from kbind.train.optimizer import make_optimizer as _make_optimizer  # noqa: E402
+from kbind.train.optimizer import set_learning_rate as _set_learning_rate  # noqa: E402
 from kbind.train import (LearningRateSchedule, MaxChangeStep, MetricsWriter,  # noqa: E402
                          ObjfAccumulator, add_l2_to_grads, capture_rng_state,
                          latest_checkpoint, load_checkpoint, restore_rng_state,
@@ -253,22 +256,12 @@ def e2e_supervisions(chain_dir, graphs: ChainGraphs, data_dir=None) -> E2eSuperv
 # ---------------------------------------------------------------------------------------
 
 def make_optimizer(model, cfg: OptimConfig):
-    groups = component_param_groups(model)
-    for g in groups:
-        g["lr"] = cfg.initial_effective_lrate * g["learning_rate_factor"]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.initial_effective_lrate, momentum=cfg.momentum)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.initial_effective_lrate,
-                                betas=tuple(cfg.adam_betas))
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd | adam)")
+    return _make_optimizer(model, cfg.optimizer, cfg.initial_effective_lrate, cfg.momentum,
+                           cfg.adam_betas)
 
 
 def set_learning_rate(optimizer, lr: float, cfg: OptimConfig) -> None:
-    # Kaldi: params += (1 - momentum) * delta with delta = momentum * delta + lr * grad
-    scale = (1.0 - cfg.momentum) if cfg.optimizer == "sgd" else 1.0
-    for g in optimizer.param_groups:
-        g["lr"] = lr * g["learning_rate_factor"] * scale
+    _set_learning_rate(optimizer, lr, cfg.optimizer, cfg.momentum)
 
 
 class _Threads:
@@ -570,19 +563,8 @@ def load_model(exp_dir, device="cpu") -> TDNNF:
 
 def main(argv=None) -> int:
     cfg = parse_config(TrainConfig, argv, __doc__)
-    Path(cfg.dir, "log").mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    fh = logging.FileHandler(Path(cfg.dir, "log", "train.log"))
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
-    logging.getLogger("train_lfmmi").addHandler(fh)
-    try:
+    with log_to_file("train_lfmmi", Path(cfg.dir, "log", "train.log")):
         Trainer(cfg).train()
-    finally:
-        logging.getLogger("train_lfmmi").removeHandler(fh)
-        fh.close()
     return 0
 
 

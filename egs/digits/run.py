@@ -315,19 +315,10 @@ def _train_config(cfg: RunConfig) -> TrainConfig:
 
 
 def stage_chain_train(cfg: RunConfig) -> dict:
-    import logging as _logging
+    from kbind.train.logging import log_to_file
     tcfg = _train_config(cfg)
-    Path(tcfg.dir, "log").mkdir(parents=True, exist_ok=True)
-    fh = _logging.FileHandler(Path(tcfg.dir, "log", "train.log"))
-    fh.setFormatter(_logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
-    tlog = _logging.getLogger("train_lfmmi")
-    tlog.addHandler(fh)
-    try:
-        progress = Trainer(tcfg).train()
-    finally:
-        tlog.removeHandler(fh)
-        fh.close()
-    return progress
+    with log_to_file("train_lfmmi", Path(tcfg.dir, "log", "train.log")):
+        return Trainer(tcfg).train()
 
 
 def stage_chain_graph(cfg: RunConfig) -> None:

@@ -62,7 +62,7 @@ from .den_graph import DenominatorGraph
 __all__ = ["denominator_logprob", "denominator_forward_backward", "DenominatorResult",
            "exp_limited", "check_lengths", "IMPLS"]
 
-IMPLS = ("auto", "torch", "c")
+IMPLS = _native.IMPLS
 
 logger = logging.getLogger(__name__)
 
@@ -324,22 +324,12 @@ def _c_graph_arrays(graph: DenominatorGraph):
 def _use_c(impl: str, device: torch.device, dtype: torch.dtype,
            check_every_frame: bool = False) -> bool:
     """Whether ``impl`` runs the C kernel here (raises for an impossible ``"c"``)."""
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    if impl == "torch":
-        return False
     why = []
-    if torch.device(device).type != "cpu":
-        why.append(f"the C kernel runs on CPU tensors, not {device}")
     if dtype != torch.float32:
         why.append(f"the C kernel computes in float32, not {dtype}")
     if check_every_frame:
         why.append("check_every_frame needs the torch implementation")
-    if not why and not _native.available():
-        why.append("the native core is not built")
-    if why and impl == "c":
-        raise ValueError("impl='c' is not possible: " + "; ".join(why))
-    return not why
+    return _native.use_c(impl, device, why)
 
 
 def _c_forward_backward(graph: DenominatorGraph, nnet_output: torch.Tensor, L: torch.Tensor,

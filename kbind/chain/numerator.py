@@ -42,7 +42,7 @@ from .supervision import Supervision
 __all__ = ["numerator_logprob", "numerator_forward_backward", "NumeratorResult",
            "scatter_logsumexp", "IMPLS"]
 
-IMPLS = ("auto", "torch", "c")
+IMPLS = _native.IMPLS
 
 logger = logging.getLogger(__name__)
 
@@ -163,18 +163,7 @@ def _num_backward(bg, saved, B: int, T: int, D: int, L: torch.Tensor, dtype: tor
 
 def _use_c(impl: str, device) -> bool:
     """Whether ``impl`` runs the C kernel here (raises for an impossible ``"c"``)."""
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    if impl == "torch":
-        return False
-    why = []
-    if torch.device(device).type != "cpu":
-        why.append(f"the C kernel runs on CPU tensors, not {device}")
-    elif not _native.available():
-        why.append("the native core is not built")
-    if why and impl == "c":
-        raise ValueError("impl='c' is not possible: " + "; ".join(why))
-    return not why
+    return _native.use_c(impl, device)
 
 
 def _c_tensors(sup: Supervision, D: int, dtype: torch.dtype):
