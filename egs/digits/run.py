@@ -36,6 +36,8 @@ skipped when their outputs exist, ``--force true`` redoes them):
 14  ce_realign realign the training set with blstm1 (exp/ce/ali_blstm1)
 15  ce_train2  train a new BLSTM on the realignments (exp/ce/blstm2)
 16  ce_decode2 decode dev and test with blstm2, print the WERs
+17  chain_biphone stages 6-9 again with Kaldi's flat-start tree, the full left-biphone
+               tree (exp/biphone/chain), and its WERs
 
 Every artefact is a Kaldi file a Kaldi user could use in place of ours (and
 the other way round). The config is saved as exp/config.yaml.
@@ -105,7 +107,7 @@ class RunConfig:
     seed: int = 0
     jobs: int = 2                  # parallel processes/threads
     stage: int = 0
-    stop_stage: int = 16
+    stop_stage: int = 17
     force: bool = False
     lm_order: int = 3
     position_dependent_phones: bool = True
@@ -438,6 +440,20 @@ def stage_ce_decode2(cfg: RunConfig) -> dict:
     return _ce_decode(cfg, "blstm2")
 
 
+def stage_chain_biphone(cfg: RunConfig) -> dict:
+    """Stages 6-9 with ``--chain_prep.tree_type biphone`` under ``<exp>/biphone``."""
+    import dataclasses
+    bcfg = dataclasses.replace(cfg, exp=str(Path(cfg.exp) / "biphone"),
+                               chain_prep=dataclasses.replace(cfg.chain_prep,
+                                                              tree_type="biphone"))
+    Path(bcfg.exp).mkdir(parents=True, exist_ok=True)
+    info = stage_chain_prep(bcfg)
+    progress = stage_chain_train(bcfg)
+    stage_chain_graph(bcfg)
+    return {"num_pdfs": info.get("num_pdfs"), "train": progress,
+            "decode": stage_chain_decode(bcfg)}
+
+
 STAGES = [("corpus", stage_corpus), ("features", stage_features), ("lang", stage_lang),
           ("lm", stage_lm), ("graphs", stage_graphs), ("oracle", stage_oracle),
           ("chain_prep", stage_chain_prep), ("chain_train", stage_chain_train),
@@ -445,7 +461,7 @@ STAGES = [("corpus", stage_corpus), ("features", stage_features), ("lang", stage
           ("ce_align", stage_ce_align), ("ce_train", stage_ce_train),
           ("ce_graph", stage_ce_graph), ("ce_decode", stage_ce_decode),
           ("ce_realign", stage_ce_realign), ("ce_train2", stage_ce_train2),
-          ("ce_decode2", stage_ce_decode2)]
+          ("ce_decode2", stage_ce_decode2), ("chain_biphone", stage_chain_biphone)]
 
 
 def main(argv=None) -> int:
@@ -478,6 +494,12 @@ def main(argv=None) -> int:
             for split, res in result.items():
                 print(f"digits {split}, chain TDNN-F (flat-start), {res['utterances']} "
                       f"utterances, RTF {res['rtf']}:")
+                print(res["best_wer"])
+        if name == "chain_biphone":
+            for split, res in result["decode"].items():
+                print(f"digits {split}, chain TDNN-F (flat-start, full biphone tree, "
+                      f"{result['num_pdfs']} pdfs), {res['utterances']} utterances, "
+                      f"RTF {res['rtf']}:")
                 print(res["best_wer"])
         if name in ("ce_align", "ce_realign"):
             print(f"{name}: {result['utterances']} utterances aligned ({result['failed']} "

@@ -5,7 +5,12 @@
 * :mod:`kbind.train.max_change` -- Kaldi's ``UpdateNnetWithMaxChange``
   (per-component and global max-change), L2 as ``ApplyL2Regularization``,
   and :class:`MaxChangeStep` that applies any torch optimizer's step under
-  those limits (NG-SGD will plug in here);
+  those limits (NG-SGD preconditions the gradients before, inside the layers:
+  :class:`kbind.nn.NaturalGradientLinear`);
+* :mod:`kbind.train.optimizer` -- SGD / Adam over Kaldi's per-component
+  learning-rate factors, with Kaldi's momentum convention;
+* :mod:`kbind.train.priors` -- label priors (``ali_train_pdf.counts``) for
+  decoding CE models;
 * :mod:`kbind.train.checkpoint` -- atomic checkpoints with every RNG state,
   for exact resumption;
 * :mod:`kbind.train.logging` -- Kaldi-style objective lines and a metrics

@@ -3,7 +3,8 @@
 Runs ``egs/digits/run.py --corpus_size tiny`` through every stage (corpus,
 features, lang, LM, graphs, oracle, flat-start chain prep, TDNN-F LF-MMI
 training, chain HCLG, decoding, alignment with the chain model, BLSTM CE
-training, CE graph and decoding, realignment, CE retraining and decoding)
+training, CE graph and decoding, realignment, CE retraining and decoding, and
+the full-biphone flat-start system)
 with small models and few epochs, and checks
 the artefacts and that the objective and WER lines come out. The tiny corpus
 is far too small to learn much; the full-size run is ``make run``.
@@ -61,4 +62,10 @@ def test_digits_chain_tiny(tmp_path):
         assert (ce / model / "ali_train_pdf.counts").read_text().startswith("[ ")
         assert (ce / model / "decode_test" / "summary.json").exists()
     assert len(re.findall(r"digits test, CE BLSTM", out.stdout)) == 2
+    # the full left-biphone flat-start system (stage 17)
+    bi = tmp_path / "exp" / "biphone" / "chain"
+    info = json.loads((bi / "e2e_tree" / "info.json").read_text())
+    assert info["num_pdfs"] > json.loads((tree / "info.json").read_text())["num_pdfs"]
+    assert (bi / "tdnnf_e2e" / "decode_test" / "summary.json").exists()
+    assert re.search(r"digits test, chain TDNN-F \(flat-start, full biphone tree", out.stdout)
     assert len(re.findall(r"%WER [0-9.]+ \[", out.stdout)) >= 4
