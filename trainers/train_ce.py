@@ -67,7 +67,7 @@ if str(REPO) not in sys.path:
 from kbind.chain.egs import FeatureSource  # noqa: E402
 from kbind.config import parse_config, save_config  # noqa: E402
 from kbind.data.frame_egs import IGNORE, FrameEgs, FrameEgsConfig  # noqa: E402
-from kbind.decode.acoustic import AcousticModel, build_model  # noqa: E402
+from kbind.decode.acoustic import AcousticModel, build_model, network_output  # noqa: E402
 from kbind.nn import BlstmConfig, TdnnConfig, TdnnfConfig  # noqa: E402
 from kbind.train import (LearningRateSchedule, MaxChangeStep, MetricsWriter,  # noqa: E402
                          capture_rng_state, latest_checkpoint, load_checkpoint,
@@ -160,6 +160,17 @@ class CeTrainConfig:
 # Labels
 # ---------------------------------------------------------------------------------------
 
+def trans_model_file(tree_dir) -> Path:
+    """The transition model of a tree / chain / alignment dir: ``0.trans_mdl``,
+    ``final.mdl`` or ``final.trans_mdl``, the first that exists."""
+    td = Path(tree_dir)
+    for p in (td / "0.trans_mdl", td / "final.mdl", td / "final.trans_mdl"):
+        if p.exists():
+            return p
+    raise FileNotFoundError(f"{td}: no transition model (0.trans_mdl, final.mdl or "
+                            "final.trans_mdl)")
+
+
 def load_alignment_dir(ali_dir):
     """``(trans_model, tree, {utt: pdf labels})`` of a Kaldi alignment dir."""
     from kbind.align import AlignmentDir
@@ -209,15 +220,9 @@ class CeStats:
         return {"objf": self.objf, "accuracy": self.accuracy, "frames": float(self.frames)}
 
 
-def _logits(model, feats, lengths):
-    if getattr(model, "left_context", 0) == 0 and hasattr(model, "lstms"):
-        return model(feats, lengths).output
-    return model(feats).output
-
-
 def ce_loss(model, feats, labels, lengths):
     """``(loss (mean over labelled frames), logprob sum, correct, frames)``."""
-    logits = _logits(model, feats, lengths)
+    logits = network_output(model, feats, lengths)
     if logits.shape[1] != labels.shape[1]:
         raise ValueError(f"model gives {logits.shape[1]} output frames for "
                          f"{feats.shape[1]} input frames, labels have {labels.shape[1]} "
@@ -270,12 +275,9 @@ class CeTrainer:
         a = cfg.align
         if not a.lang or not a.tree_dir:
             raise ValueError("--align.model needs --align.lang and --align.tree_dir")
-        td = Path(a.tree_dir)
-        tmf = td / "0.trans_mdl" if (td / "0.trans_mdl").exists() else td / "final.mdl"
-        if not tmf.exists():
-            tmf = td / "final.trans_mdl"
-        return (TransitionModel.from_file(str(tmf)),
-                ContextDependency.from_file(str(td / "tree")), None)
+        self.trans_model_file = trans_model_file(a.tree_dir)
+        return (TransitionModel.from_file(str(self.trans_model_file)),
+                ContextDependency.from_file(str(Path(a.tree_dir) / "tree")), None)
 
     def setup(self) -> None:
         cfg = self.cfg
@@ -307,8 +309,9 @@ class CeTrainer:
         fss = self.model.frame_subsampling_factor
         lc, rc = self.model.left_context, self.model.right_context
         self.labels: Dict[str, np.ndarray] = labels if labels is not None else {}
-        # on the fly, every training utterance "has" labels: they come with the minibatches
-        self.egs = FrameEgs(feats, labels if labels is not None else _AllLabels(self.labels),
+        # on the fly, labels come with the minibatches (FrameEgs.collate(chunks, labels))
+        self.egs = FrameEgs(feats, labels if labels is not None else
+                            dict.fromkeys(self.train_utts),
                             lc, rc, cfg.egs, fss, cfg.seed, self.train_utts, num_pdfs)
         self._diag_egs: Dict[str, FrameEgs] = {}
         o = cfg.optim
@@ -338,8 +341,7 @@ class CeTrainer:
         from kbind.data.align_loader import AlignerSpec, OnTheFlyAligner, OnTheFlyConfig
         a = self.cfg.align
         td = Path(a.tree_dir)
-        tmf = next(p for p in (td / "0.trans_mdl", td / "final.mdl", td / "final.trans_mdl")
-                   if p.exists())
+        tmf = self.trans_model_file
         opts = dict(beam=a.beam, retry_beam=a.retry_beam, careful=a.careful,
                     acoustic_scale=a.acoustic_scale, transition_scale=a.transition_scale,
                     self_loop_scale=a.self_loop_scale)
@@ -567,21 +569,6 @@ class CeTrainer:
         (self.dir / "progress.json").write_text(json.dumps(progress["epochs"], indent=2))
         log.info("wrote %s (with label priors from %d frames)", self.dir / "final.pt",
                  int(counts.sum()))
-
-
-class _AllLabels(dict):
-    """The label dict of on-the-fly training: every training utterance "has" labels
-    (they arrive with the minibatches); diagnostics use the real entries."""
-
-    def __init__(self, backing: Dict[str, np.ndarray]):
-        super().__init__()
-        self.backing = backing
-
-    def __contains__(self, utt) -> bool:
-        return True
-
-    def __getitem__(self, utt):
-        return self.backing[utt]
 
 
 def main(argv=None) -> int:

@@ -32,12 +32,12 @@ import multiprocessing as mp
 import queue
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Set
+from typing import Dict, Iterator, Optional, Set
 
 import numpy as np
 import torch
 
-from .frame_egs import FrameChunk, FrameEgs
+from .frame_egs import FrameEgs
 
 __all__ = ["OnTheFlyConfig", "OnTheFlyAligner", "AlignerSpec"]
 
@@ -187,18 +187,13 @@ class OnTheFlyAligner:
         groups = [list(range(i, min(i + g, len(plan)))) for i in range(start, len(plan), g)]
         labels: Dict[str, Optional[np.ndarray]] = {}
         requested: Set[str] = set()
-        pending: Dict[int, List[str]] = {}
-        done: Set[int] = set()
         sent = 0
 
         def send(k: int) -> None:
             utts = sorted({c.utt for b in groups[k] for c in plan[b]} - requested)
             requested.update(utts)
             if utts:
-                pending[k] = utts
                 self._tasks.put((k, utts))
-            else:
-                done.add(k)
 
         for k in range(len(groups)):
             while sent < len(groups) and sent < k + self.cfg.prefetch:
@@ -208,15 +203,15 @@ class OnTheFlyAligner:
             need = {c.utt for b in groups[k] for c in plan[b]}
             t0 = time.time()
             while not need.issubset(labels.keys()):
-                self._receive(labels, pending, done)
+                self._receive(labels)
             self.stats["wait_s"] += time.time() - t0
             for b in groups[k]:
                 chunks = [c for c in plan[b] if labels.get(c.utt) is not None]
                 if not chunks:
                     continue
-                yield b, self._collate(egs, chunks, labels)
+                yield b, egs.collate(chunks, labels)
 
-    def _receive(self, labels, pending, done) -> None:
+    def _receive(self, labels) -> None:
         try:
             kind, gid, payload = self._results.get(timeout=self.cfg.timeout)
         except queue.Empty:
@@ -237,17 +232,6 @@ class OnTheFlyAligner:
         self.stats["groups"] += 1
         self.stats["frames"] += payload["frames"]
         self.stats["align_s"] += payload["total_s"]
-        pending.pop(gid, None)
-        done.add(gid)
-
-    @staticmethod
-    def _collate(egs: FrameEgs, chunks: Sequence[FrameChunk], labels):
-        saved = egs.labels
-        egs.labels = labels
-        try:
-            return egs.collate(chunks)
-        finally:
-            egs.labels = saved
 
     def close(self) -> None:
         for _ in self._procs:

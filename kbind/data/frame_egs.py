@@ -132,9 +132,11 @@ class FrameEgs:
         return [ch[i:i + mb] for i in range(0, len(ch), mb)]
 
     # -- labels ------------------------------------------------------------------------------
-    def utterance_labels(self, utt: str) -> np.ndarray:
-        """The utterance's labels, fitted to ``ceil(T / fss)`` output frames."""
-        lab = np.asarray(self.labels[utt]).reshape(-1)
+    def utterance_labels(self, utt: str, labels: Optional[Mapping[str, np.ndarray]] = None
+                         ) -> np.ndarray:
+        """The utterance's labels (from ``labels``, default the egs' own), fitted to
+        ``ceil(T / fss)`` output frames."""
+        lab = np.asarray((self.labels if labels is None else labels)[utt]).reshape(-1)
         n_out = -(-self.features.num_frames(utt) // self.fss)
         if lab.size != n_out:
             if abs(lab.size - n_out) > self.cfg.length_tolerance:
@@ -152,7 +154,10 @@ class FrameEgs:
         return lab
 
     # -- collation ---------------------------------------------------------------------------
-    def collate(self, chunks: Sequence[FrameChunk]):
+    def collate(self, chunks: Sequence[FrameChunk],
+                labels: Optional[Mapping[str, np.ndarray]] = None):
+        """``labels``: where the chunks' labels come from (default the egs' own;
+        labels made on the fly are passed here)."""
         if not chunks:
             raise ValueError("empty minibatch")
         fss = self.fss
@@ -170,7 +175,7 @@ class FrameEgs:
             if c.width < t_max:
                 x = np.concatenate([x, np.repeat(x[-1:], t_max - c.width, axis=0)])
             rows.append(x)
-            lab = self.utterance_labels(c.utt)
+            lab = self.utterance_labels(c.utt, labels)
             y = np.full(n_out, IGNORE, dtype=np.int64)
             o0 = el // fss                       # first trained output frame
             s0 = c.start // fss

@@ -22,7 +22,8 @@ from typing import Dict, Iterable, Optional, Union
 import numpy as np
 import torch
 
-__all__ = ["MODEL_TYPES", "build_model", "AcousticModel", "compute_loglikes"]
+__all__ = ["MODEL_TYPES", "build_model", "AcousticModel", "network_output",
+           "compute_loglikes"]
 
 
 def _model_types():
@@ -108,9 +109,14 @@ class AcousticModel:
         return cls.from_state(obj, device)
 
 
-def _output(model, x: torch.Tensor) -> torch.Tensor:
-    out = model(x)
-    return out.output if hasattr(out, "output") else out
+def network_output(model, x: torch.Tensor, lengths: Optional[torch.Tensor] = None
+                   ) -> torch.Tensor:
+    """The main output ``(B, T_out, D)`` of a kbind network on ``x``; ``lengths``
+    (valid input frames per sequence) go to recurrent models, which need them;
+    convolutional ones see padded frames only beyond each sequence's outputs."""
+    if lengths is not None and hasattr(model, "lstms"):
+        return model(x, lengths).output
+    return model(x).output
 
 
 def compute_loglikes(am: Union[AcousticModel, torch.nn.Module], features, utterances:
@@ -130,7 +136,6 @@ def compute_loglikes(am: Union[AcousticModel, torch.nn.Module], features, uttera
     model.eval()
     utts = list(utterances) if utterances is not None else list(features.utterances)
     utts.sort(key=features.num_frames)
-    recurrent = hasattr(model, "lstms")
     out: Dict[str, torch.Tensor] = {}
     i = 0
     try:
@@ -148,11 +153,8 @@ def compute_loglikes(am: Union[AcousticModel, torch.nn.Module], features, uttera
                 x = torch.from_numpy(np.stack([
                     extract_with_padding(np.asarray(features(u)), -lc, n_max + rc)
                     for u in group])).to(device)
-                if recurrent:
-                    lens = torch.tensor([features.num_frames(u) for u in group])
-                    y = model(x, lens).output
-                else:
-                    y = _output(model, x)
+                lens = torch.tensor([features.num_frames(u) for u in group])
+                y = network_output(model, x, lens)
                 y = am.loglikes(y)
                 for u, row in zip(group, y):
                     n_out = model.output_frames(features.num_frames(u) + lc + rc)

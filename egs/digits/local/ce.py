@@ -49,12 +49,12 @@ def align_data_dir(am, data_dir, lang_dir, tree_dir, out_dir, cfg: CeAlignConfig
     from kbind.decode.acoustic import compute_loglikes
     from kbind.hmm import ContextDependency, TransitionModel
     from kbind.hmm.lang import Lang
+    from train_ce import trans_model_file   # trainers/ is on sys.path (run.py)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tree_dir = Path(tree_dir)
-    tm_file = tree_dir / "0.trans_mdl" if (tree_dir / "0.trans_mdl").exists() \
-        else tree_dir / "final.trans_mdl"
+    tm_file = trans_model_file(tree_dir)
     tm = TransitionModel.from_file(str(tm_file))
     tree = ContextDependency.from_file(str(tree_dir / "tree"))
     opts = AlignOptions(beam=cfg.beam, retry_beam=cfg.retry_beam, careful=cfg.careful,
