@@ -65,6 +65,9 @@ class AlignerSpec:
     options: dict = field(default_factory=dict)   # kbind.align.AlignOptions fields
 
 
+_GRAPH_CACHE = 100000   # training graphs a worker keeps (distinct transcripts)
+
+
 def _to_wire(state: dict) -> dict:
     """An AcousticModel state with numpy arrays instead of tensors (pickled by value)."""
     out = dict(state)
@@ -92,12 +95,13 @@ def _worker_main(spec: AlignerSpec, ctl, tasks, results, threads: int) -> None:
         tm = TransitionModel.from_file(spec.trans_model)
         tree = ContextDependency.from_file(spec.tree)
         lang = Lang.load(spec.lang_dir)
-        aligner = ForcedAligner(tm, tree, lang, AlignOptions(**spec.options))
+        # graphs cached by transcript, for as long as the options stay
+        aligner = ForcedAligner(tm, tree, lang, AlignOptions(**spec.options),
+                                graph_cache=_GRAPH_CACHE)
         text = feats.data.text
     except Exception as e:  # report set-up failures instead of hanging the trainer
         results.put(("error", None, f"{type(e).__name__}: {e}"))
         return
-    graphs: Dict[str, object] = {}
     am, version = None, -1
     while True:
         task = tasks.get()
@@ -116,19 +120,17 @@ def _worker_main(spec: AlignerSpec, ctl, tasks, results, threads: int) -> None:
                 version, st, options = latest
                 am = AcousticModel.from_state(_from_wire(st))
                 if options is not None:       # new scales: new aligner, graphs recompiled
-                    aligner = ForcedAligner(tm, tree, lang, AlignOptions(**options))
-                    graphs = {}
+                    aligner = ForcedAligner(tm, tree, lang, AlignOptions(**options),
+                                            graph_cache=_GRAPH_CACHE)
             t0 = time.time()
             ll = compute_loglikes(am, feats, utts)
             t_nnet = time.time() - t0
             out = {}
             for u in utts:
-                if u not in graphs:
-                    if u not in text:
-                        out[u] = (None, "no transcript")
-                        continue
-                    graphs[u] = aligner.compile(text[u].split())
-                r = aligner.align(u, graphs[u], ll[u])
+                if u not in text:
+                    out[u] = (None, "no transcript")
+                    continue
+                r = aligner.align(u, aligner.compile(text[u].split()), ll[u])
                 if r.alignment is None:
                     out[u] = (None, r.error or "alignment failed")
                 else:
