@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("KBIND_SHARED", REPO_ROOT.parent / "shared"))
+
+
+def find_shared() -> Path:
+    """The ``shared`` folder beside the checkout (fixtures, docs): ``$KBIND_SHARED``
+    if set, else ``../shared``; a clone of a local checkout (``git clone
+    /work/main /tmp/x``, as a fresh-clone CI check makes) uses its origin's
+    ``../shared``."""
+    env = os.environ.get("KBIND_SHARED")
+    if env:
+        return Path(env)
+    default = REPO_ROOT.parent / "shared"
+    if default.is_dir():
+        return default
+    try:
+        url = subprocess.run(["git", "-C", str(REPO_ROOT), "remote", "get-url", "origin"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        url = ""
+    if url.startswith("file://"):
+        url = url[len("file://"):]
+    if url and os.path.isabs(url):
+        origin_shared = Path(url).parent / "shared"
+        if origin_shared.is_dir():
+            return origin_shared
+    return default
+
+
+SHARED = find_shared()
 
 
 @pytest.fixture(scope="session")

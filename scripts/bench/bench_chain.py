@@ -50,7 +50,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # measure the kbind of this checkout, not an installed one
     sys.path.insert(0, str(ROOT))
-SHARED = Path(os.environ.get("KBIND_SHARED", ROOT.parent / "shared"))
+from tests.conftest import SHARED  # noqa: E402  (the fixtures' folder, found as the tests find it)
 DEN_FST = SHARED / "fixtures" / "kaldi" / "medium_den_S4_T34" / "den.fst"
 
 _PEAK_SRC = r"""

@@ -9,7 +9,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "kaldi"
+from tests.conftest import SHARED  # noqa: E402
+
+FIXTURES = SHARED / "fixtures" / "kaldi"
 
 
 def make_data_dir(root, lengths: Dict[str, int], dim: int = 5, spk_of=None,
