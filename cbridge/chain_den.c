@@ -31,19 +31,24 @@
  *    needs them, while they are in the cache. Small graphs get long segments
  *    (little memory for long sequences); frames of more than 256 KiB (the
  *    2227-state graph with 32 lanes) get K = 1, every frame kept, with the
- *    next frame prefetched into L2 during the backward pull: measured faster
- *    there than recomputing (K = 3), the recomputation being a third pass
- *    over the arcs.
- *  - Backward, per frame, with w(v) = beta(t+1, dst_v) x(t, pdf_v) (one pass
- *    over the groups; the leak of beta is added there too):
- *      beta'(t, i) = sum_{a leaving i} p_a w(v_a) / tot(t), a pull over the
- *      arcs leaving i (states in order of their number of arcs, so that the
- *      loop over a state's arcs has a predictable trip count), and
- *      gamma(t, n) = sum_{arcs a with pdf n} p_a alpha'(t, src_a) beta(t+1, dst_a)
- *                    x(t, n) / tot(t) = sum_{v with pdf n} w(v) u(t+1, v) / tot(t),
- *      with u(t+1, v) pulled again from the segment's alpha(t): pulls that
- *      accumulate in registers instead of Kaldi's read-modify-write of
- *      gamma(t, pdf_a) per arc (which measured slower).
+ *    next frame prefetched into L2 during the backward: measured faster
+ *    there than recomputing (K = 2 or 3).
+ *  - Backward, per frame: one pass over the arcs, by source state i (states
+ *    in order of their number of arcs, so that the loop over a state's arcs
+ *    has a predictable trip count), as Kaldi's: with r_a = p_a beta(t+1, dst_a),
+ *      beta'(t, i) = sum_{a leaving i} r_a x(t, pdf_a) / tot(t), accumulated
+ *      in registers, and
+ *      gamma(t, n) = x(t, n) / tot(t) sum_{arcs a with pdf n} r_a alpha'(t, src_a),
+ *      a read-modify-write of gamma's row pdf_a per arc (D rows: in L1; the
+ *      arcs leaving a state of a den graph usually have distinct pdfs, so
+ *      consecutive updates seldom touch the same row).
+ *    beta'(t) is written to a second buffer (beta(t+1) is read meanwhile),
+ *    then the leak is added to it (beta = beta' + leaky init . beta') in a
+ *    pass over the states, and the two swap. (Earlier designs, measured
+ *    slower: per-group products w(v) = beta(t+1, dst_v) x(t, pdf_v) in their
+ *    own pass with gamma from u(t+1, v) recomputed from alpha(t), a third pass
+ *    over the arcs; or u(t+1, v) of every frame kept by the forward, which
+ *    doubles what goes to and from memory.)
  *  - Arithmetic: float32 storage of alpha, beta', tot and gamma, as Kaldi.
  *    The per-arc products and the per-state sums over arcs are float
  *    multiply-adds (two interleaved accumulators; Kaldi forms each product in
@@ -96,13 +101,13 @@
  */
 typedef struct {
   int32_t R, nrun;
-  const int32_t *ord, *idx, *run, *run_n;
+  const int32_t *ord, *idx, *idx2, *run, *run_n;
   const int64_t *off;
   const float *p;
 } kb_pull_plan;
 
 typedef struct {
-  int32_t *ord, *idx, *run, *run_n;
+  int32_t *ord, *idx, *idx2, *run, *run_n;
   int64_t *off;
   float *p;
 } kb_pull_plan_mem;
@@ -110,6 +115,7 @@ typedef struct {
 static void kb_pull_plan_free(kb_pull_plan_mem *m) {
   free(m->ord);
   free(m->idx);
+  free(m->idx2);
   free(m->run);
   free(m->run_n);
   free(m->off);
@@ -117,10 +123,11 @@ static void kb_pull_plan_free(kb_pull_plan_mem *m) {
   memset(m, 0, sizeof(*m));
 }
 
-/* Plan of the pull whose row r has arcs idx/p[roff[r] .. roff[r+1]). 0 when out
-   of memory. */
+/* Plan of the pull whose row r has arcs idx/idx2/p[roff[r] .. roff[r+1]) (idx2:
+   a second index per arc, carried along). 0 when out of memory. */
 static int kb_pull_plan_build(int32_t R, const int64_t *roff, const int32_t *idx,
-                              const float *p, kb_pull_plan *pl, kb_pull_plan_mem *m) {
+                              const int32_t *idx2, const float *p, kb_pull_plan *pl,
+                              kb_pull_plan_mem *m) {
   memset(m, 0, sizeof(*m));
   const int64_t A = roff[R];
   int32_t maxn = 0;
@@ -130,10 +137,11 @@ static int kb_pull_plan_build(int32_t R, const int64_t *roff, const int32_t *idx
   m->ord = malloc((size_t)(R ? R : 1) * sizeof(int32_t));
   m->off = malloc((size_t)(R + 1) * sizeof(int64_t));
   m->idx = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
+  m->idx2 = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
   m->p = malloc((size_t)(A ? A : 1) * sizeof(float));
   m->run = malloc((size_t)(maxn + 2) * sizeof(int32_t));
   m->run_n = malloc((size_t)(maxn + 1) * sizeof(int32_t));
-  if (!cnt || !m->ord || !m->off || !m->idx || !m->p || !m->run || !m->run_n) {
+  if (!cnt || !m->ord || !m->off || !m->idx || !m->idx2 || !m->p || !m->run || !m->run_n) {
     free(cnt);
     kb_pull_plan_free(m);
     return 0;
@@ -156,6 +164,7 @@ static int kb_pull_plan_build(int32_t R, const int64_t *roff, const int32_t *idx
     m->off[k] = o;
     for (int64_t a = roff[r]; a < roff[r + 1]; a++, o++) {
       m->idx[o] = idx[a];
+      m->idx2[o] = idx2[a];
       m->p[o] = p[a];
     }
   }
@@ -165,6 +174,7 @@ static int kb_pull_plan_build(int32_t R, const int64_t *roff, const int32_t *idx
   pl->nrun = nrun;
   pl->ord = m->ord;
   pl->idx = m->idx;
+  pl->idx2 = m->idx2;
   pl->run = m->run;
   pl->run_n = m->run_n;
   pl->off = m->off;
@@ -178,7 +188,7 @@ typedef struct {
   int64_t A;
   /* forward grouping: v = 0..V-1 sorted by (dst, pdf); arcs of v are
      fv_src/fv_p[v_off[v] .. v_off[v+1]) in source-then-arc order. */
-  const int32_t *v_dst, *v_pdf;
+  const int32_t *v_pdf;
   const int64_t *v_off;
   const int32_t *fv_src;
   const float *fv_p;
@@ -186,7 +196,7 @@ typedef struct {
   const float *init; /* [H] */
   const float *linit; /* [H]: (float)leaky * init (float product, as torch) */
   const float *vleak; /* [V]: sum_{a in v} p_a linit(src_a), the leak into group v */
-  kb_pull_plan bwd;   /* rows i: sum_{a leaving i} p_a w(v_a) */
+  kb_pull_plan bwd;   /* rows i = source states: idx = dst_a, idx2 = pdf_a, p = p_a */
 } kb_den_graph;
 
 typedef struct {
@@ -209,7 +219,7 @@ typedef struct {
   double *tp;    /* [T+1][SB]: sum of alpha' (where a sequence ends) */
   float *x;      /* [T][D][SB]: limited exp of the outputs */
   float *ytmp;   /* [D rounded up to 16]: one row of limited outputs */
-  float *wv;     /* [V][SB]: beta(t+1, dst_v) x(t, pdf_v) (backward) */
+  float *beta2;  /* [H][SB] (backward): beta and beta2 alternate as beta(t+1), beta'(t) */
   float *beta;   /* [H][SB] (backward) */
   float *gam;    /* [D][SB] (backward) */
 } kb_den_work;
@@ -229,7 +239,7 @@ static void kb_den_work_free(kb_den_work *w) {
   free(w->tp);
   free(w->x);
   free(w->ytmp);
-  free(w->wv);
+  free(w->beta2);
   free(w->beta);
   free(w->gam);
   memset(w, 0, sizeof(*w));
@@ -244,7 +254,7 @@ static void kb_den_work_sizes(int32_t H, int32_t D, int32_t V, int32_t T, int32_
   sz[3] = (size_t)(T + 1) * SB * sizeof(double);
   sz[4] = (size_t)T * D * SB * sizeof(float);
   sz[5] = (size_t)(D + 15) / 16 * 16 * sizeof(float);
-  sz[6] = backward ? (size_t)V * SB * sizeof(float) : 0;
+  sz[6] = backward ? (size_t)H * SB * sizeof(float) : 0;
   sz[7] = backward ? (size_t)H * SB * sizeof(float) : 0;
   sz[8] = backward ? (size_t)D * SB * sizeof(float) : 0;
 }
@@ -270,10 +280,10 @@ static int kb_den_work_alloc(kb_den_work *w, int32_t H, int32_t D, int32_t V, in
   int ok = w->al && w->tot && w->tp && w->x && w->ytmp;
   if (backward) {
     w->ck = kb_aligned(sz[0]);
-    w->wv = kb_aligned(sz[6]);
+    w->beta2 = kb_aligned(sz[6]);
     w->beta = kb_aligned(sz[7]);
     w->gam = kb_aligned(sz[8]);
-    ok = ok && w->ck && w->wv && w->beta && w->gam;
+    ok = ok && w->ck && w->beta2 && w->beta && w->gam;
   }
   if (!ok) {
     kb_den_work_free(w);
@@ -387,7 +397,7 @@ static kb_den_block_fn kb_den_fn(int isa, int32_t sb) {
 
 /* Regroup the graph (see kb_den_graph). Returns KB_OK or an error. */
 typedef struct {
-  int32_t *v_dst, *v_pdf, *fv_src, *bo_v;
+  int32_t *v_pdf, *fv_src, *bo_v, *bo_pdf;
   int64_t *v_off, *j_voff, *bo_off;
   float *fv_p, *bo_p;
   float *linit, *vleak;
@@ -395,10 +405,10 @@ typedef struct {
 } kb_den_graph_mem;
 
 static void kb_den_graph_free(kb_den_graph_mem *m) {
-  free(m->v_dst);
   free(m->v_pdf);
   free(m->fv_src);
   free(m->bo_v);
+  free(m->bo_pdf);
   free(m->v_off);
   free(m->j_voff);
   free(m->bo_off);
@@ -451,8 +461,6 @@ static int kb_den_graph_build(int32_t H, int32_t D, const int32_t *fwd, int64_t 
   int32_t *ord2 = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
   int32_t *a_src = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
   int32_t *a_idx = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
-  int32_t *a_vid = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
-  m->v_dst = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
   m->v_pdf = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
   m->v_off = malloc((size_t)(A + 1) * sizeof(int64_t));
   m->fv_src = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
@@ -460,11 +468,12 @@ static int kb_den_graph_build(int32_t H, int32_t D, const int32_t *fwd, int64_t 
   m->j_voff = calloc((size_t)H + 1, sizeof(int64_t));
   m->bo_off = calloc((size_t)H + 1, sizeof(int64_t));
   m->bo_v = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
+  m->bo_pdf = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
   m->bo_p = malloc((size_t)(A ? A : 1) * sizeof(float));
   m->linit = malloc((size_t)H * sizeof(float));
   int rc = KB_OK;
-  if (!cnt || !ord1 || !ord2 || !a_src || !a_idx || !a_vid || !m->v_dst || !m->v_pdf ||
-      !m->v_off || !m->fv_src || !m->fv_p || !m->j_voff || !m->bo_off || !m->bo_v ||
+  if (!cnt || !ord1 || !ord2 || !a_src || !a_idx || !m->v_pdf ||
+      !m->v_off || !m->fv_src || !m->fv_p || !m->j_voff || !m->bo_off || !m->bo_v || !m->bo_pdf ||
       !m->bo_p || !m->linit) {
     rc = kb_fail(err, errlen, KB_ENOMEM, "out of memory building the den graph index");
     goto done;
@@ -499,7 +508,6 @@ static int kb_den_graph_build(int32_t H, int32_t D, const int32_t *fwd, int64_t 
       int32_t k = ord2[r];
       int32_t dst = tstate[a_idx[k]], pdf = tpdf[a_idx[k]];
       if (dst != pd || pdf != pp) {
-        m->v_dst[V] = dst;
         m->v_pdf[V] = pdf;
         m->v_off[V] = r;
         m->j_voff[dst + 1]++;
@@ -509,7 +517,6 @@ static int kb_den_graph_build(int32_t H, int32_t D, const int32_t *fwd, int64_t 
       }
       m->fv_src[r] = a_src[k];
       m->fv_p[r] = tprob[a_idx[k]];
-      a_vid[k] = V - 1;
     }
     m->v_off[V] = A;
     for (int32_t j = 0; j < H; j++) m->j_voff[j + 1] += m->j_voff[j];
@@ -522,7 +529,8 @@ static int kb_den_graph_build(int32_t H, int32_t D, const int32_t *fwd, int64_t 
   for (int64_t r = 0; r < A; r++) {
     int32_t k = ord2[r];
     int64_t pos = cnt[a_src[k]]++;
-    m->bo_v[pos] = a_vid[k];
+    m->bo_v[pos] = tstate[a_idx[k]];
+    m->bo_pdf[pos] = tpdf[a_idx[k]];
     m->bo_p[pos] = tprob[a_idx[k]];
   }
   for (int32_t i = 0; i < H; i++) m->linit[i] = leaky_f * init[i];
@@ -539,7 +547,6 @@ static int kb_den_graph_build(int32_t H, int32_t D, const int32_t *fwd, int64_t 
   g->H = H;
   g->D = D;
   g->A = A;
-  g->v_dst = m->v_dst;
   g->v_pdf = m->v_pdf;
   g->v_off = m->v_off;
   g->fv_src = m->fv_src;
@@ -549,14 +556,16 @@ static int kb_den_graph_build(int32_t H, int32_t D, const int32_t *fwd, int64_t 
   g->linit = m->linit;
   g->vleak = m->vleak;
   /* the backward's per-state pull */
-  if (!kb_pull_plan_build(H, m->bo_off, m->bo_v, m->bo_p, &g->bwd, &m->bwd))
+  if (!kb_pull_plan_build(H, m->bo_off, m->bo_v, m->bo_pdf, m->bo_p, &g->bwd, &m->bwd))
     rc = kb_fail(err, errlen, KB_ENOMEM, "out of memory building the den graph index");
   /* (the plan holds the backward's arcs now) */
   free(m->bo_off);
   free(m->bo_v);
+  free(m->bo_pdf);
   free(m->bo_p);
   m->bo_off = NULL;
   m->bo_v = NULL;
+  m->bo_pdf = NULL;
   m->bo_p = NULL;
 done:
   free(cnt);
@@ -564,7 +573,6 @@ done:
   free(ord2);
   free(a_src);
   free(a_idx);
-  free(a_vid);
   if (rc != KB_OK) kb_den_graph_free(m);
   return rc;
 }
@@ -674,7 +682,7 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
   }
   if (scratch_bytes) {
     /* while the blocks run: per worker, kb_den_work; the graph index: per arc
-       v_dst, v_pdf, fv_src, fv_p, plan idx and p (4 bytes), v_off (8); per
+       v_pdf, fv_src, fv_p, plan idx, idx2 and p (4 bytes), v_off (8); per
        state j_voff, plan off (8), linit, plan ord (4); vleak (4 per group);
        the block checks (16 per block). (The build's temporaries are freed
        before; they are smaller for T * SB > 4.) */
@@ -838,7 +846,7 @@ KB_ATTR static inline __attribute__((always_inline)) void KB_FSTEP(
 KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_work *w,
                           int32_t b0, int32_t nb, double *checks) {
   enum { SB = KB_SB };
-  const int32_t H = g->H, D = g->D, V = g->V, T = io->T, K = io->K;
+  const int32_t H = g->H, D = g->D, T = io->T, K = io->K;
   const int backward = io->deriv != NULL;
   const size_t HS = (size_t)H * SB;
   int32_t len[SB];
@@ -952,11 +960,11 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
     const float tb = io->leaky_f * (float)(init_sum * (double)bd);
     beta_last[k] = bd + tb;
   }
-  /* beta holds beta' (without the leak); beta = beta' + tbs (per lane) */
-  float tbs[SB];
-  for (int k = 0; k < SB; k++) tbs[k] = 0.0f;
+  /* bn = beta(t+1) (with the leak) is read while beta'(t) is written to bc;
+     then bc += the leak and the buffers swap */
+  float *bn = w->beta, *bc = w->beta2;
   for (int32_t i = 0; i < H; i++)
-    for (int k = 0; k < SB; k++) w->beta[(size_t)i * SB + k] = (len[k] == T) ? beta_last[k] : 0.0f;
+    for (int k = 0; k < SB; k++) bn[(size_t)i * SB + k] = (len[k] == T) ? beta_last[k] : 0.0f;
   /* segments [c, e) of K frames, last first: recompute alpha'(c+1 .. e-1) from
      the checkpoint alpha'(c) into al[1 .. e-c-1], then run frames e-1 .. c */
   for (int32_t c = (T - 1) / K * K; c >= 0; c -= K) {
@@ -973,10 +981,8 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
       /* sequences whose last frame is t start here */
       if (t + 1 < T) {
         for (int k = 0; k < SB; k++) {
-          if (len[k] == t + 1) {
-            for (int32_t i = 0; i < H; i++) w->beta[(size_t)i * SB + k] = beta_last[k];
-            tbs[k] = 0.0f;
-          }
+          if (len[k] == t + 1)
+            for (int32_t i = 0; i < H; i++) bn[(size_t)i * SB + k] = beta_last[k];
         }
       }
       const float *at = t == c ? ckc : w->al + (size_t)(t - c) * HS; /* alpha(t) */
@@ -988,36 +994,13 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
         rt[f] = LDF(rts + f * KB_VW);
         tt[f] = LDF(w->tot + (size_t)t * SB + f * KB_VW);
       }
-      /* per group v: w(v) = beta(t+1, dst_v) x(t, pdf_v) (beta = beta' + tb),
-         u(t+1, v) = sum_{a in v} p_a alpha'(t, src_a) (again, from the
-         segment's alpha(t) and the leak into v) and the posteriors
-         gamma(t, n) = sum_{v with pdf n} w(v) u(t+1, v) / tot(t)
-         (= Kaldi's sum over arcs a with pdf n of p_a alpha'(t, src_a)
-         beta(t+1, dst_a) x(t, n) / tot(t), without a per-arc update) */
-      VF tb[NF];
-      FORF tb[f] = LDF(tbs + f * KB_VW);
-      for (int32_t v = 0; v < V; v++) {
-        const float *br = w->beta + (size_t)g->v_dst[v] * SB;
-        const float *xr = xt + (size_t)g->v_pdf[v] * SB;
-        float *wr = w->wv + (size_t)v * SB;
-        FORF STF(wr + f * KB_VW, (LDF(br + f * KB_VW) + tb[f]) * LDF(xr + f * KB_VW));
-      }
       memset(w->gam, 0, (size_t)D * SB * sizeof(float));
-      for (int32_t v = 0; v < V; v++) {
-        const float *wr = w->wv + (size_t)v * SB;
-        float *gr = w->gam + (size_t)g->v_pdf[v] * SB;
-        const float vl = g->vleak[v];
-        VF u[NF];
-        KB_PULL(u, g->v_off[v], g->v_off[v + 1], g->fv_p, g->fv_src, at);
-        FORF STF(gr + f * KB_VW, LDF(gr + f * KB_VW) + (u[f] + vl * tt[f]) * LDF(wr + f * KB_VW));
-      }
-      for (int32_t n = 0; n < D; n++) {
-        float *gr = w->gam + (size_t)n * SB;
-        FORF STF(gr + f * KB_VW, LDF(gr + f * KB_VW) * rt[f]);
-      }
-      /* beta'(t, i) = sum_{a leaving i} p_a w(v_a) / tot(t), state by state in
-         the order of the plan (it overwrites beta'(t+1, i): w holds what is
-         needed of it); ib = sum_i init(i) beta'(t, i) */
+      /* one pass over the arcs, by source state i in the order of the plan:
+         with r_a = p_a beta(t+1, dst_a),
+           beta'(t, i) = sum_{a leaving i} r_a x(t, pdf_a) / tot(t), and
+           gamma(t, n) = x(t, n) / tot(t) sum_{a with pdf n} r_a alpha'(t, src_a)
+         (Kaldi's sums, in its order: arcs by source state; the arcs leaving a
+         state have distinct pdfs); ib = sum_i init(i) beta'(t, i) */
       VF run[NF];
       VD ib[2 * NF];
       FORF {
@@ -1037,11 +1020,46 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
             if (pf) {
               for (int l = 0; l < SB * 4; l += 64) __builtin_prefetch(pf + (size_t)k * SB * 4 + l, 0, 2);
             }
-            VF sb_[NF];
-            const int64_t a0 = pl->off[k];
-            KB_PULL(sb_, a0, a0 + n_, pl->p, pl->idx, w->wv);
+            VF sb_[NF], al_[NF];
+            {
+              const float li = g->linit[i];
+              const float *ar = at + (size_t)i * SB;
+              FORF al_[f] = LDF(ar + f * KB_VW) + li * tt[f];
+            }
+            {
+              VF e_[NF], o_[NF];
+              FORF e_[f] = o_[f] = (VF){0};
+              int64_t a_ = pl->off[k];
+              const int64_t ae_ = a_ + n_;
+              for (; a_ + 2 <= ae_; a_ += 2) {
+                const float p0_ = pl->p[a_], p1_ = pl->p[a_ + 1];
+                const float *r0_ = bn + (size_t)pl->idx[a_] * SB;
+                const float *r1_ = bn + (size_t)pl->idx[a_ + 1] * SB;
+                const size_t n0_ = (size_t)pl->idx2[a_] * SB, n1_ = (size_t)pl->idx2[a_ + 1] * SB;
+                VF q0_[NF], q1_[NF];
+                FORF {
+                  q0_[f] = p0_ * LDF(r0_ + f * KB_VW);
+                  q1_[f] = p1_ * LDF(r1_ + f * KB_VW);
+                  e_[f] += q0_[f] * LDF(xt + n0_ + f * KB_VW);
+                  o_[f] += q1_[f] * LDF(xt + n1_ + f * KB_VW);
+                }
+                FORF STF(w->gam + n0_ + f * KB_VW, LDF(w->gam + n0_ + f * KB_VW) + q0_[f] * al_[f]);
+                FORF STF(w->gam + n1_ + f * KB_VW, LDF(w->gam + n1_ + f * KB_VW) + q1_[f] * al_[f]);
+              }
+              if (a_ < ae_) {
+                const float p0_ = pl->p[a_];
+                const float *r0_ = bn + (size_t)pl->idx[a_] * SB;
+                const size_t n0_ = (size_t)pl->idx2[a_] * SB;
+                FORF {
+                  const VF q0_ = p0_ * LDF(r0_ + f * KB_VW);
+                  e_[f] += q0_ * LDF(xt + n0_ + f * KB_VW);
+                  STF(w->gam + n0_ + f * KB_VW, LDF(w->gam + n0_ + f * KB_VW) + q0_ * al_[f]);
+                }
+              }
+              FORF sb_[f] = e_[f] + o_[f];
+            }
             const float ini = g->init[i];
-            float *br = w->beta + (size_t)i * SB;
+            float *br = bc + (size_t)i * SB;
             FORF {
               const VF bd = sb_[f] * rt[f];
               STF(br + f * KB_VW, bd);
@@ -1056,12 +1074,16 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
         }
       }
       ADD_D(ib, run);
+      for (int32_t n = 0; n < D; n++) {
+        float *gr = w->gam + (size_t)n * SB;
+        FORF STF(gr + f * KB_VW, LDF(gr + f * KB_VW) * LDF(xt + (size_t)n * SB + f * KB_VW) * rt[f]);
+      }
       if (t == 0 && checks) {
         /* alpha'(0, i) = init(i) + leaky init(i) tot(0) */
         double ab = 0.0, gs = 0.0;
         for (int32_t i = 0; i < H; i++) {
           const double a0 = (double)(g->init[i] + g->linit[i] * w->tot[0]);
-          for (int k = 0; k < nb; k++) ab += a0 * (double)w->beta[(size_t)i * SB + k];
+          for (int k = 0; k < nb; k++) ab += a0 * (double)bc[(size_t)i * SB + k];
         }
         for (int32_t n = 0; n < D; n++)
           for (int k = 0; k < nb; k++) gs += (double)w->gam[(size_t)n * SB + k];
@@ -1077,10 +1099,19 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
           for (int32_t n = 0; n < D; n++) dr[n] = 0.0f;
         }
       }
-      /* beta = beta' + leaky (init . beta') (added where beta is read) */
-      VF ibf[NF];
-      D2F(ibf, ib);
-      FORF STF(tbs + f * KB_VW, io->leaky_f * ibf[f]);
+      /* beta(t) = beta'(t) + leaky (init . beta'(t)) */
+      if (t > 0) {
+        VF ibf[NF], tb[NF];
+        D2F(ibf, ib);
+        FORF tb[f] = io->leaky_f * ibf[f];
+        for (int32_t i = 0; i < H; i++) {
+          float *br = bc + (size_t)i * SB;
+          FORF STF(br + f * KB_VW, LDF(br + f * KB_VW) + tb[f]);
+        }
+        float *sw = bn;
+        bn = bc;
+        bc = sw;
+      }
     }
   }
 }
