@@ -25,7 +25,8 @@
  *    vleak(v) = sum_{a in v} p_a leaky init(src_a) (no pass over the states
  *    to add the leak).
  *  - The backward needs alpha(t): the forward keeps alpha every K frames
- *    (checkpoints; K frames of alphas fill about KB_DEN_SEG_BYTES), and the
+ *    (checkpoints, copied from the rolling buffer of the forward with
+ *    non-temporal stores; K frames of alphas fill about KB_DEN_SEG_BYTES), and the
  *    backward recomputes the K - 1 other frames of a segment from its
  *    checkpoint (the same operations: bitwise the same alphas) just before it
  *    needs them, while they are in the cache. Small graphs get long segments
@@ -892,17 +893,12 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
   }
 
   /* ---------------- forward ----------------
-     alpha of frame t is written to checkpoint t / K when t % K == 0 (and the
-     backward follows), else to the rolling buffer al[t & 1]. With K = 1
-     (every frame kept, frames too large to stay in the cache), alpha(t) goes
-     to the rolling buffer, which the next frame reads, and a copy to
-     checkpoint t through non-temporal stores: writing the checkpoints
-     through the cache reads each line from memory first (measured 11%
-     slower on the 2227-state graph). */
-  const int stream = backward && K == 1;
-#define KB_ALPHA_AT(t)                                                                 \
-  ((backward && !stream && (t) % K == 0 && (t) < T) ? w->ck + (size_t)((t) / K) * HS \
-                                                    : w->al + (size_t)((t) & 1) * HS)
+     alpha of frame t is written to the rolling buffer al[t & 1], which the
+     next frame reads, and when t % K == 0 (and the backward follows) copied
+     to checkpoint t / K through non-temporal stores: writing the checkpoints
+     through the cache reads each line from memory first (measured 11% slower
+     on the 2227-state graph, where every frame is kept). */
+#define KB_ALPHA_AT(t) (w->al + (size_t)((t) & 1) * HS)
   {
     float *alpha0 = KB_ALPHA_AT(0);
     double s = 0.0;
@@ -917,7 +913,7 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
       w->tot[k] = tot0;
       w->tp[k] = tp;
     }
-    if (stream) memcpy(w->ck, alpha0, HS * sizeof(float));
+    if (backward) memcpy(w->ck, alpha0, HS * sizeof(float));
   }
   float scl[SB];
   for (int32_t t = 1; t <= T; t++) {
@@ -926,7 +922,8 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
     /* Kaldi: BaseFloat arbitrary_scale = 1.0 / prev_tot */
     for (int k = 0; k < SB; k++) scl[k] = (float)(1.0 / (double)w->tot[(size_t)(t - 1) * SB + k]);
     KB_FSTEP(g, pa, w->tot + (size_t)(t - 1) * SB, at, w->x + (size_t)(t - 1) * D * SB, scl,
-             w->tot + (size_t)t * SB, 1, stream && t < T ? w->ck + (size_t)t * HS : NULL);
+             w->tot + (size_t)t * SB, 1,
+             backward && t % K == 0 && t < T ? w->ck + (size_t)(t / K) * HS : NULL);
     /* the sum of alpha' where some sequence ends */
     int sum_tp = 0;
     for (int k = 0; k < SB; k++) sum_tp |= len[k] == t;
@@ -957,7 +954,7 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
   }
 #undef KB_ALPHA_AT
 #if defined(__SSE__)
-  if (stream) _mm_sfence();
+  if (backward) _mm_sfence();
 #endif
   double tot_prob[SB];
   for (int k = 0; k < nb; k++) {
