@@ -11,8 +11,10 @@
  *    per-state quantity is stored as [state][lane], so each arc touches one
  *    contiguous row of SB floats (one or two zmm registers) and the innermost
  *    "loop over sequences" is a fixed-width SIMD vector (GCC vector
- *    extensions). exp(nnet_output) is stored transposed as x[t][pdf][lane]
- *    (a vectorised exp, within 2 ulp of expf).
+ *    extensions). exp(nnet_output) of a frame is computed when a pass needs
+ *    it, transposed as x[pdf][lane] (a vectorised exp, within 2 ulp of expf;
+ *    kept for one frame only: with thousands of pdfs, all frames' x is tens
+ *    of MB, and reading it back cost more than computing it twice).
  *  - A block runs all frames of its forward and backward pass on its own:
  *    blocks are independent, so OpenMP runs blocks in parallel with no
  *    synchronisation per frame (threads <= number of blocks).
@@ -218,8 +220,8 @@ typedef struct {
                     (backward), or of frames t-1, t (forward) */
   float *tot;    /* [T+1][SB]: sum of un-leaked alphas */
   double *tp;    /* [T+1][SB]: sum of alpha' (where a sequence ends) */
-  float *x;      /* [T][D][SB]: limited exp of the outputs */
-  float *ytmp;   /* [D rounded up to 16]: one row of limited outputs */
+  float *x;      /* [D][SB]: limited exp of the outputs of one frame */
+  float *ytmp;   /* [SB][D rounded up to 16]: x of one frame, lane by lane */
   float *beta2;  /* [H][SB] (backward): beta and beta2 alternate as beta(t+1), beta'(t) */
   float *beta;   /* [H][SB] (backward) */
   float *gam;    /* [D][SB] (backward) */
@@ -253,8 +255,8 @@ static void kb_den_work_sizes(int32_t H, int32_t D, int32_t V, int32_t T, int32_
   sz[1] = (size_t)(K > 2 ? K : 2) * H * SB * sizeof(float);
   sz[2] = (size_t)(T + 1) * SB * sizeof(float);
   sz[3] = (size_t)(T + 1) * SB * sizeof(double);
-  sz[4] = (size_t)T * D * SB * sizeof(float);
-  sz[5] = (size_t)(D + 15) / 16 * 16 * sizeof(float);
+  sz[4] = (size_t)D * SB * sizeof(float);
+  sz[5] = (size_t)SB * ((D + 15) / 16 * 16) * sizeof(float);
   sz[6] = backward ? (size_t)H * SB * sizeof(float) : 0;
   sz[7] = backward ? (size_t)H * SB * sizeof(float) : 0;
   sz[8] = backward ? (size_t)D * SB * sizeof(float) : 0;
@@ -850,6 +852,44 @@ KB_ATTR static inline __attribute__((always_inline)) void KB_FSTEP(
   }
 }
 
+#define KB_XFRAME KB_CAT(KB_FN, _xframe)
+/*
+ * x(t, n, lane) = exp(limit(y(t, n))) of one frame t of the block's lanes
+ * into xt ([D][SB]); 1 (neutral) past a sequence's end and in padding lanes.
+ * Computed when a pass needs it (twice per frame: forward and backward),
+ * not kept for all frames: for large D (thousands of pdfs) the [T][D][SB]
+ * array is tens of MB, and reading it back from memory cost more than the
+ * exps. The lanes' rows of exps go to the tile ytmp[lane][n], then are
+ * transposed into xt in chunks of 16 pdfs (the 16 rows of xt that a chunk
+ * writes stay in the L1 cache).
+ */
+KB_ATTR static void KB_XFRAME(const kb_den_io *io, float *ytmp, int32_t D, int32_t b0,
+                              int32_t nb, const int32_t *len, int32_t t, float *xt) {
+  const int32_t T = io->T, D16 = (D + 15) / 16 * 16;
+  for (int k = 0; k < KB_SB; k++) {
+    float *yt = ytmp + (size_t)k * D16;
+    if (k < nb && t < len[k]) {
+      const float *yr = io->y + ((size_t)(b0 + k) * T + t) * D;
+      for (int32_t n = 0; n < D; n++) {
+        float v = yr[n];
+        yt[n] = (v >= -KB_LIMIT) ? (v > KB_LIMIT ? KB_LIMIT : v) : -KB_LIMIT;
+      }
+      for (int32_t n = D; n < D16; n++) yt[n] = 0.0f;
+      for (int32_t n = 0; n < D16; n += KB_VW) STF(yt + n, KB_EXP(LDF(yt + n)));
+    } else {
+      for (int32_t n = 0; n < D16; n++) yt[n] = 1.0f;
+    }
+  }
+  for (int32_t n0 = 0; n0 < D; n0 += 16) {
+    const int32_t ne = D - n0 < 16 ? D - n0 : 16;
+    for (int k = 0; k < KB_SB; k++) {
+      const float *src = ytmp + (size_t)k * D16 + n0;
+      float *dst = xt + (size_t)n0 * KB_SB + k;
+      for (int32_t n = 0; n < ne; n++) dst[(size_t)n * KB_SB] = src[n];
+    }
+  }
+}
+
 /*
  * One block of up to KB_SB sequences starting at b0 (nb of them real).
  * checks[0] = sum alpha'(0) beta'(0), checks[1] = sum gamma(0) over the real
@@ -866,30 +906,6 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
     int32_t L = T;
     if (k < nb && io->lengths) L = (int32_t)io->lengths[b0 + k];
     len[k] = L;
-  }
-
-  /* x(t, n, lane) = exp(limit(y)); 1 (neutral) past a sequence's end and in
-     padding lanes. */
-  {
-    const int32_t D16 = (D + 15) / 16 * 16;
-    float *yt = w->ytmp;
-    for (int32_t n = D; n < D16; n++) yt[n] = 0.0f;
-    for (int k = 0; k < SB; k++) {
-      for (int32_t t = 0; t < T; t++) {
-        float *xt = w->x + (size_t)t * D * SB + k;
-        if (k < nb && t < len[k]) {
-          const float *yr = io->y + ((size_t)(b0 + k) * T + t) * D;
-          for (int32_t n = 0; n < D; n++) {
-            float v = yr[n];
-            yt[n] = (v >= -KB_LIMIT) ? (v > KB_LIMIT ? KB_LIMIT : v) : -KB_LIMIT;
-          }
-          for (int32_t n = 0; n < D16; n += KB_VW) STF(yt + n, KB_EXP(LDF(yt + n)));
-          for (int32_t n = 0; n < D; n++) xt[(size_t)n * SB] = yt[n];
-        } else {
-          for (int32_t n = 0; n < D; n++) xt[(size_t)n * SB] = 1.0f;
-        }
-      }
-    }
   }
 
   /* ---------------- forward ----------------
@@ -921,7 +937,8 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
     const float *pa = KB_ALPHA_AT(t - 1);
     /* Kaldi: BaseFloat arbitrary_scale = 1.0 / prev_tot */
     for (int k = 0; k < SB; k++) scl[k] = (float)(1.0 / (double)w->tot[(size_t)(t - 1) * SB + k]);
-    KB_FSTEP(g, pa, w->tot + (size_t)(t - 1) * SB, at, w->x + (size_t)(t - 1) * D * SB, scl,
+    KB_XFRAME(io, w->ytmp, D, b0, nb, len, t - 1, w->x);
+    KB_FSTEP(g, pa, w->tot + (size_t)(t - 1) * SB, at, w->x, scl,
              w->tot + (size_t)t * SB, 1,
              backward && t % K == 0 && t < T ? w->ck + (size_t)(t / K) * HS : NULL);
     /* the sum of alpha' where some sequence ends */
@@ -991,9 +1008,10 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
     for (int32_t t1 = c + 1; t1 < e; t1++) {
       for (int k = 0; k < SB; k++)
         scl[k] = (float)(1.0 / (double)w->tot[(size_t)(t1 - 1) * SB + k]);
+      KB_XFRAME(io, w->ytmp, D, b0, nb, len, t1 - 1, w->x);
       KB_FSTEP(g, t1 == c + 1 ? ckc : w->al + (size_t)(t1 - 1 - c) * HS,
                w->tot + (size_t)(t1 - 1) * SB, w->al + (size_t)(t1 - c) * HS,
-               w->x + (size_t)(t1 - 1) * D * SB, scl, w->tot + (size_t)t1 * SB, 0, NULL);
+               w->x, scl, w->tot + (size_t)t1 * SB, 0, NULL);
     }
     for (int32_t t = e - 1; t >= c; t--) {
       /* sequences whose last frame is t start here */
@@ -1004,7 +1022,8 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
         }
       }
       const float *at = t == c ? ckc : w->al + (size_t)(t - c) * HS; /* alpha(t) */
-      const float *xt = w->x + (size_t)t * D * SB;
+      KB_XFRAME(io, w->ytmp, D, b0, nb, len, t, w->x);
+      const float *xt = w->x;
       float rts[SB];
       for (int k = 0; k < SB; k++) rts[k] = (float)(1.0 / (double)w->tot[(size_t)t * SB + k]);
       VF rt[NF], tt[NF];
@@ -1108,13 +1127,18 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
         checks[0] = ab;
         checks[1] = gs;
       }
-      /* the posteriors of frame t */
-      for (int k = 0; k < nb; k++) {
-        float *dr = io->deriv + ((size_t)(b0 + k) * T + t) * D;
-        if (t < len[k]) {
-          for (int32_t n = 0; n < D; n++) dr[n] = w->gam[(size_t)n * SB + k];
-        } else {
-          for (int32_t n = 0; n < D; n++) dr[n] = 0.0f;
+      /* the posteriors of frame t, transposed in chunks of 16 pdfs (the
+         chunk's 16 rows of gamma stay in the L1 cache) */
+      for (int32_t n0 = 0; n0 < D; n0 += 16) {
+        const int32_t ne = D - n0 < 16 ? D - n0 : 16;
+        for (int k = 0; k < nb; k++) {
+          float *dr = io->deriv + ((size_t)(b0 + k) * T + t) * D + n0;
+          const float *src = w->gam + (size_t)n0 * SB + k;
+          if (t < len[k]) {
+            for (int32_t n = 0; n < ne; n++) dr[n] = src[(size_t)n * SB];
+          } else {
+            for (int32_t n = 0; n < ne; n++) dr[n] = 0.0f;
+          }
         }
       }
       /* beta(t) = beta'(t) + leaky (init . beta'(t)) */
@@ -1152,4 +1176,5 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
 #undef KB_PULL
 #undef KB_EXP
 #undef KB_FSTEP
+#undef KB_XFRAME
 #endif /* KB_DEN_TEMPLATE */
