@@ -94,6 +94,29 @@
 
 #define KB_LIMIT 30.0f
 
+/* Index lists of the in-register transpose of VW x VW floats (KB_TRANSPOSE):
+   stage h swaps, between rows i and i + h (bit h of i clear), the elements
+   whose column has bit h set in row i with those whose column has it clear
+   in row i + h; the stages h = VW/2 .. 1 together transpose. */
+#define KB_TI16_8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+#define KB_TJ16_8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+#define KB_TI16_4 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
+#define KB_TJ16_4 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
+#define KB_TI16_2 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+#define KB_TJ16_2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+#define KB_TI16_1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
+#define KB_TJ16_1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
+#define KB_TI8_4 0, 1, 2, 3, 8, 9, 10, 11
+#define KB_TJ8_4 4, 5, 6, 7, 12, 13, 14, 15
+#define KB_TI8_2 0, 1, 8, 9, 4, 5, 12, 13
+#define KB_TJ8_2 2, 3, 10, 11, 6, 7, 14, 15
+#define KB_TI8_1 0, 8, 2, 10, 4, 12, 6, 14
+#define KB_TJ8_1 1, 9, 3, 11, 5, 13, 7, 15
+#define KB_TI4_2 0, 1, 4, 5
+#define KB_TJ4_2 2, 3, 6, 7
+#define KB_TI4_1 0, 4, 2, 6
+#define KB_TJ4_1 1, 5, 3, 7
+
 /*
  * A "pull" out[r] = sum_{a in arcs(r)} p_a rows[idx_a] over R output rows,
  * laid out for the kernel: the rows in order of their number of arcs (stable),
@@ -220,7 +243,8 @@ typedef struct {
                     (backward), or of frames t-1, t (forward) */
   float *tot;    /* [T+1][SB]: sum of un-leaked alphas */
   double *tp;    /* [T+1][SB]: sum of alpha' (where a sequence ends) */
-  float *x;      /* [D][SB]: limited exp of the outputs of one frame */
+  float *x;      /* [D16][SB]: limited exp of the outputs of one frame (D16: D
+                    rounded up to 16) */
   float *ytmp;   /* [SB][D rounded up to 16]: x of one frame, lane by lane */
   float *beta2;  /* [H][SB] (backward): beta and beta2 alternate as beta(t+1), beta'(t) */
   float *beta;   /* [H][SB] (backward) */
@@ -255,7 +279,7 @@ static void kb_den_work_sizes(int32_t H, int32_t D, int32_t V, int32_t T, int32_
   sz[1] = (size_t)(K > 2 ? K : 2) * H * SB * sizeof(float);
   sz[2] = (size_t)(T + 1) * SB * sizeof(float);
   sz[3] = (size_t)(T + 1) * SB * sizeof(double);
-  sz[4] = (size_t)D * SB * sizeof(float);
+  sz[4] = (size_t)(D + 15) / 16 * 16 * SB * sizeof(float);
   sz[5] = (size_t)SB * ((D + 15) / 16 * 16) * sizeof(float);
   sz[6] = backward ? (size_t)H * SB * sizeof(float) : 0;
   sz[7] = backward ? (size_t)H * SB * sizeof(float) : 0;
@@ -777,6 +801,32 @@ typedef float VH __attribute__((vector_size(KB_VW * 2), aligned(4)));
     FORF(acc)[f] = e_[f] + o_[f];                                           \
   } while (0)
 
+/* one stage of the in-register transpose of r[0 .. KB_VW) (see KB_TI16_8) */
+#define KB_TSTAGE(r, h, I, J)                                  \
+  _Pragma("GCC unroll 16") for (int i_ = 0; i_ < KB_VW; i_++) { \
+    if (!(i_ & (h))) {                                          \
+      const VF a_ = (r)[i_], b_ = (r)[i_ + (h)];                \
+      (r)[i_] = __builtin_shufflevector(a_, b_, I);             \
+      (r)[i_ + (h)] = __builtin_shufflevector(a_, b_, J);       \
+    }                                                           \
+  }
+#define KB_TRANSPOSE KB_CAT(KB_FN, _transpose)
+KB_ATTR static inline void KB_TRANSPOSE(VF *r) {
+#if KB_VW == 16
+  KB_TSTAGE(r, 8, KB_TI16_8, KB_TJ16_8);
+  KB_TSTAGE(r, 4, KB_TI16_4, KB_TJ16_4);
+  KB_TSTAGE(r, 2, KB_TI16_2, KB_TJ16_2);
+  KB_TSTAGE(r, 1, KB_TI16_1, KB_TJ16_1);
+#elif KB_VW == 8
+  KB_TSTAGE(r, 4, KB_TI8_4, KB_TJ8_4);
+  KB_TSTAGE(r, 2, KB_TI8_2, KB_TJ8_2);
+  KB_TSTAGE(r, 1, KB_TI8_1, KB_TJ8_1);
+#else
+  KB_TSTAGE(r, 2, KB_TI4_2, KB_TJ4_2);
+  KB_TSTAGE(r, 1, KB_TI4_1, KB_TJ4_1);
+#endif
+}
+
 #define KB_EXP KB_CAT(KB_FN, _exp)
 /* exp(v) for v in [-30, 30] (Cephes' expf: range reduction by ln 2 in two
    parts, degree-7 polynomial; within 2 ulp of expf). */
@@ -859,9 +909,9 @@ KB_ATTR static inline __attribute__((always_inline)) void KB_FSTEP(
  * Computed when a pass needs it (twice per frame: forward and backward),
  * not kept for all frames: for large D (thousands of pdfs) the [T][D][SB]
  * array is tens of MB, and reading it back from memory cost more than the
- * exps. The lanes' rows of exps go to the tile ytmp[lane][n], then are
- * transposed into xt in chunks of 16 pdfs (the 16 rows of xt that a chunk
- * writes stay in the L1 cache).
+ * exps. The lanes' rows of exps go to the tile ytmp[lane][n] (rows padded
+ * to D16 = D rounded up to 16), then are transposed into xt (D16 rows) by
+ * blocks of KB_VW x KB_VW in registers.
  */
 KB_ATTR static void KB_XFRAME(const kb_den_io *io, float *ytmp, int32_t D, int32_t b0,
                               int32_t nb, const int32_t *len, int32_t t, float *xt) {
@@ -880,14 +930,15 @@ KB_ATTR static void KB_XFRAME(const kb_den_io *io, float *ytmp, int32_t D, int32
       for (int32_t n = 0; n < D16; n++) yt[n] = 1.0f;
     }
   }
-  for (int32_t n0 = 0; n0 < D; n0 += 16) {
-    const int32_t ne = D - n0 < 16 ? D - n0 : 16;
-    for (int k = 0; k < KB_SB; k++) {
-      const float *src = ytmp + (size_t)k * D16 + n0;
-      float *dst = xt + (size_t)n0 * KB_SB + k;
-      for (int32_t n = 0; n < ne; n++) dst[(size_t)n * KB_SB] = src[n];
+  for (int32_t n0 = 0; n0 < D16; n0 += KB_VW)
+    for (int k0 = 0; k0 < KB_SB; k0 += KB_VW) {
+      VF r[KB_VW];
+      _Pragma("GCC unroll 16") for (int q = 0; q < KB_VW; q++)
+        r[q] = LDF(ytmp + (size_t)(k0 + q) * D16 + n0);
+      KB_TRANSPOSE(r);
+      _Pragma("GCC unroll 16") for (int q = 0; q < KB_VW; q++)
+        STF(xt + (size_t)(n0 + q) * KB_SB + k0, r[q]);
     }
-  }
 }
 
 /*
@@ -1127,19 +1178,25 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
         checks[0] = ab;
         checks[1] = gs;
       }
-      /* the posteriors of frame t, transposed in chunks of 16 pdfs (the
-         chunk's 16 rows of gamma stay in the L1 cache) */
-      for (int32_t n0 = 0; n0 < D; n0 += 16) {
-        const int32_t ne = D - n0 < 16 ? D - n0 : 16;
-        for (int k = 0; k < nb; k++) {
-          float *dr = io->deriv + ((size_t)(b0 + k) * T + t) * D + n0;
-          const float *src = w->gam + (size_t)n0 * SB + k;
-          if (t < len[k]) {
-            for (int32_t n = 0; n < ne; n++) dr[n] = src[(size_t)n * SB];
-          } else {
-            for (int32_t n = 0; n < ne; n++) dr[n] = 0.0f;
+      /* the posteriors of frame t: gamma transposed by blocks of KB_VW pdfs x
+         KB_VW lanes in registers (the last D % KB_VW pdfs one by one) */
+      {
+        int32_t n0 = 0;
+        for (; n0 + KB_VW <= D; n0 += KB_VW)
+          for (int k0 = 0; k0 < nb; k0 += KB_VW) {
+            VF r[KB_VW];
+            _Pragma("GCC unroll 16") for (int q = 0; q < KB_VW; q++)
+              r[q] = LDF(w->gam + (size_t)(n0 + q) * SB + k0);
+            KB_TRANSPOSE(r);
+            for (int q = 0; q < KB_VW && k0 + q < nb; q++) {
+              float *dr = io->deriv + ((size_t)(b0 + k0 + q) * T + t) * D + n0;
+              STF(dr, t < len[k0 + q] ? r[q] : (VF){0});
+            }
           }
-        }
+        for (; n0 < D; n0++)
+          for (int k = 0; k < nb; k++)
+            io->deriv[((size_t)(b0 + k) * T + t) * D + n0] =
+                t < len[k] ? w->gam[(size_t)n0 * SB + k] : 0.0f;
       }
       /* beta(t) = beta'(t) + leaky (init . beta'(t)) */
       if (t > 0) {
@@ -1177,4 +1234,6 @@ KB_ATTR static void KB_FN(const kb_den_graph *g, const kb_den_io *io, kb_den_wor
 #undef KB_EXP
 #undef KB_FSTEP
 #undef KB_XFRAME
+#undef KB_TRANSPOSE
+#undef KB_TSTAGE
 #endif /* KB_DEN_TEMPLATE */
