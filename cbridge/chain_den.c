@@ -273,7 +273,7 @@ static void kb_den_work_free(kb_den_work *w) {
 }
 
 /* Sizes (bytes) of the scratch arrays of one block, in kb_den_work order. */
-static void kb_den_work_sizes(int32_t H, int32_t D, int32_t V, int32_t T, int32_t SB,
+static void kb_den_work_sizes(int32_t H, int32_t D, int32_t T, int32_t SB,
                               int32_t K, int backward, size_t sz[KB_DEN_NWORK]) {
   sz[0] = backward ? (size_t)((T - 1) / K + 1) * H * SB * sizeof(float) : 0;
   sz[1] = (size_t)(K > 2 ? K : 2) * H * SB * sizeof(float);
@@ -286,18 +286,18 @@ static void kb_den_work_sizes(int32_t H, int32_t D, int32_t V, int32_t T, int32_
   sz[8] = backward ? (size_t)D * SB * sizeof(float) : 0;
 }
 
-static size_t kb_den_work_bytes(int32_t H, int32_t D, int32_t V, int32_t T, int32_t SB,
+static size_t kb_den_work_bytes(int32_t H, int32_t D, int32_t T, int32_t SB,
                                 int32_t K, int backward) {
   size_t sz[KB_DEN_NWORK], n = 0;
-  kb_den_work_sizes(H, D, V, T, SB, K, backward, sz);
+  kb_den_work_sizes(H, D, T, SB, K, backward, sz);
   for (int i = 0; i < KB_DEN_NWORK; i++) n += sz[i];
   return n;
 }
 
-static int kb_den_work_alloc(kb_den_work *w, int32_t H, int32_t D, int32_t V, int32_t T,
+static int kb_den_work_alloc(kb_den_work *w, int32_t H, int32_t D, int32_t T,
                              int32_t SB, int32_t K, int backward) {
   size_t sz[KB_DEN_NWORK];
-  kb_den_work_sizes(H, D, V, T, SB, K, backward, sz);
+  kb_den_work_sizes(H, D, T, SB, K, backward, sz);
   memset(w, 0, sizeof(*w));
   w->al = kb_aligned(sz[1]);
   w->tot = kb_aligned(sz[2]);
@@ -424,7 +424,7 @@ static kb_den_block_fn kb_den_fn(int isa, int32_t sb) {
 
 /* Regroup the graph (see kb_den_graph). Returns KB_OK or an error. */
 typedef struct {
-  int32_t *v_pdf, *fv_src, *bo_v, *bo_pdf;
+  int32_t *v_pdf, *fv_src, *bo_dst, *bo_pdf;
   int64_t *v_off, *j_voff, *bo_off;
   float *fv_p, *bo_p;
   float *linit, *vleak;
@@ -434,7 +434,7 @@ typedef struct {
 static void kb_den_graph_free(kb_den_graph_mem *m) {
   free(m->v_pdf);
   free(m->fv_src);
-  free(m->bo_v);
+  free(m->bo_dst);
   free(m->bo_pdf);
   free(m->v_off);
   free(m->j_voff);
@@ -494,13 +494,13 @@ static int kb_den_graph_build(int32_t H, int32_t D, const int32_t *fwd, int64_t 
   m->fv_p = malloc((size_t)(A ? A : 1) * sizeof(float));
   m->j_voff = calloc((size_t)H + 1, sizeof(int64_t));
   m->bo_off = calloc((size_t)H + 1, sizeof(int64_t));
-  m->bo_v = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
+  m->bo_dst = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
   m->bo_pdf = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
   m->bo_p = malloc((size_t)(A ? A : 1) * sizeof(float));
   m->linit = malloc((size_t)H * sizeof(float));
   int rc = KB_OK;
   if (!cnt || !ord1 || !ord2 || !a_src || !a_idx || !m->v_pdf ||
-      !m->v_off || !m->fv_src || !m->fv_p || !m->j_voff || !m->bo_off || !m->bo_v || !m->bo_pdf ||
+      !m->v_off || !m->fv_src || !m->fv_p || !m->j_voff || !m->bo_off || !m->bo_dst || !m->bo_pdf ||
       !m->bo_p || !m->linit) {
     rc = kb_fail(err, errlen, KB_ENOMEM, "out of memory building the den graph index");
     goto done;
@@ -549,14 +549,15 @@ static int kb_den_graph_build(int32_t H, int32_t D, const int32_t *fwd, int64_t 
     for (int32_t j = 0; j < H; j++) m->j_voff[j + 1] += m->j_voff[j];
     g->V = V;
   }
-  /* backward: arcs by source, v ascending (stable counting sort of the v order) */
+  /* backward: arcs by source state, in (dst, pdf) order within a state (stable
+     counting sort of the forward order) */
   for (int64_t r = 0; r < A; r++) m->bo_off[a_src[ord2[r]] + 1]++;
   for (int32_t i = 0; i < H; i++) m->bo_off[i + 1] += m->bo_off[i];
   memcpy(cnt, m->bo_off, (size_t)H * sizeof(int64_t));
   for (int64_t r = 0; r < A; r++) {
     int32_t k = ord2[r];
     int64_t pos = cnt[a_src[k]]++;
-    m->bo_v[pos] = tstate[a_idx[k]];
+    m->bo_dst[pos] = tstate[a_idx[k]];
     m->bo_pdf[pos] = tpdf[a_idx[k]];
     m->bo_p[pos] = tprob[a_idx[k]];
   }
@@ -583,15 +584,15 @@ static int kb_den_graph_build(int32_t H, int32_t D, const int32_t *fwd, int64_t 
   g->linit = m->linit;
   g->vleak = m->vleak;
   /* the backward's per-state pull */
-  if (!kb_pull_plan_build(H, m->bo_off, m->bo_v, m->bo_pdf, m->bo_p, &g->bwd, &m->bwd))
+  if (!kb_pull_plan_build(H, m->bo_off, m->bo_dst, m->bo_pdf, m->bo_p, &g->bwd, &m->bwd))
     rc = kb_fail(err, errlen, KB_ENOMEM, "out of memory building the den graph index");
   /* (the plan holds the backward's arcs now) */
   free(m->bo_off);
-  free(m->bo_v);
+  free(m->bo_dst);
   free(m->bo_pdf);
   free(m->bo_p);
   m->bo_off = NULL;
-  m->bo_v = NULL;
+  m->bo_dst = NULL;
   m->bo_pdf = NULL;
   m->bo_p = NULL;
 done:
@@ -678,7 +679,7 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
   {
 #endif
     kb_den_work w;
-    int have = kb_den_work_alloc(&w, H, D, g.V, T, SB, io.K, deriv != NULL);
+    int have = kb_den_work_alloc(&w, H, D, T, SB, io.K, deriv != NULL);
     /* every thread must reach the worksharing loop, allocated or not */
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
@@ -699,7 +700,7 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
   if (nomem) {
     rc = kb_fail(err, errlen, KB_ENOMEM,
                  "out of memory allocating the den forward-backward scratch (%zu bytes per "
-                 "thread)", kb_den_work_bytes(H, D, g.V, T, SB, io.K, deriv != NULL));
+                 "thread)", kb_den_work_bytes(H, D, T, SB, io.K, deriv != NULL));
   } else if (checks) {
     checks[0] = checks[1] = 0.0;
     for (int32_t b = 0; b < nblocks; b++) {
@@ -714,7 +715,7 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
        the block checks (16 per block). (The build's temporaries are freed
        before; they are smaller for T * SB > 4.) */
     const int64_t A = g.A;
-    scratch_bytes[0] = (int64_t)kb_den_work_bytes(H, D, g.V, T, SB, io.K, deriv != NULL) * nt +
+    scratch_bytes[0] = (int64_t)kb_den_work_bytes(H, D, T, SB, io.K, deriv != NULL) * nt +
                        A * 32 + ((int64_t)H + 1) * 24 + (int64_t)g.V * 4 +
                        (int64_t)(g.bwd.nrun + 1) * 8 + (int64_t)nblocks * 16;
   }
