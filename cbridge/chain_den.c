@@ -427,7 +427,7 @@ typedef struct {
   int32_t *v_pdf, *fv_src, *bo_dst, *bo_pdf;
   int64_t *v_off, *j_voff, *bo_off;
   float *fv_p, *bo_p;
-  float *linit, *vleak;
+  float *init, *linit, *vleak;
   kb_pull_plan_mem bwd;
 } kb_den_graph_mem;
 
@@ -441,6 +441,7 @@ static void kb_den_graph_free(kb_den_graph_mem *m) {
   free(m->bo_off);
   free(m->fv_p);
   free(m->bo_p);
+  free(m->init);
   free(m->linit);
   free(m->vleak);
   kb_pull_plan_free(&m->bwd);
@@ -498,10 +499,11 @@ static int kb_den_graph_build(int32_t H, int32_t D, const int32_t *fwd, int64_t 
   m->bo_pdf = malloc((size_t)(A ? A : 1) * sizeof(int32_t));
   m->bo_p = malloc((size_t)(A ? A : 1) * sizeof(float));
   m->linit = malloc((size_t)H * sizeof(float));
+  m->init = malloc((size_t)H * sizeof(float));
   int rc = KB_OK;
   if (!cnt || !ord1 || !ord2 || !a_src || !a_idx || !m->v_pdf ||
       !m->v_off || !m->fv_src || !m->fv_p || !m->j_voff || !m->bo_off || !m->bo_dst || !m->bo_pdf ||
-      !m->bo_p || !m->linit) {
+      !m->bo_p || !m->linit || !m->init) {
     rc = kb_fail(err, errlen, KB_ENOMEM, "out of memory building the den graph index");
     goto done;
   }
@@ -561,6 +563,7 @@ static int kb_den_graph_build(int32_t H, int32_t D, const int32_t *fwd, int64_t 
     m->bo_pdf[pos] = tpdf[a_idx[k]];
     m->bo_p[pos] = tprob[a_idx[k]];
   }
+  memcpy(m->init, init, (size_t)H * sizeof(float)); /* the index outlives the caller's array */
   for (int32_t i = 0; i < H; i++) m->linit[i] = leaky_f * init[i];
   m->vleak = malloc((size_t)(g->V ? g->V : 1) * sizeof(float));
   if (!m->vleak) {
@@ -580,7 +583,7 @@ static int kb_den_graph_build(int32_t H, int32_t D, const int32_t *fwd, int64_t 
   g->fv_src = m->fv_src;
   g->fv_p = m->fv_p;
   g->j_voff = m->j_voff;
-  g->init = init;
+  g->init = m->init;
   g->linit = m->linit;
   g->vleak = m->vleak;
   /* the backward's per-state pull */
@@ -605,24 +608,29 @@ done:
   return rc;
 }
 
-int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
-                                  const int32_t *forward_transitions, int64_t num_transitions,
-                                  const float *transitions_prob, const int32_t *transitions_pdf,
-                                  const int32_t *transitions_hmm_state,
-                                  const float *initial_probs, int32_t num_sequences,
-                                  int32_t num_frames, const float *nnet_output,
-                                  const int64_t *lengths, double leaky_hmm_coefficient,
-                                  int32_t num_threads, int32_t isa, float *logprob,
-                                  float *deriv, double *checks, int64_t *scratch_bytes,
-                                  char *err, size_t errlen) {
-  const int32_t H = num_states, D = num_pdfs, S = num_sequences, T = num_frames;
+struct kb_den_index {
+  kb_den_graph g;
+  kb_den_graph_mem m;
+  float leaky_f;
+};
+
+void kb_den_index_free(kb_den_index *index) {
+  if (!index) return;
+  kb_den_graph_free(&index->m);
+  free(index);
+}
+
+int kb_den_index_new(int32_t num_states, int32_t num_pdfs, const int32_t *forward_transitions,
+                     int64_t num_transitions, const float *transitions_prob,
+                     const int32_t *transitions_pdf, const int32_t *transitions_hmm_state,
+                     const float *initial_probs, double leaky_hmm_coefficient,
+                     kb_den_index **out, char *err, size_t errlen) {
+  const int32_t H = num_states, D = num_pdfs;
+  if (!out) return kb_fail(err, errlen, KB_EINVAL, "missing output pointer");
+  *out = NULL;
   if (H <= 0 || D <= 0)
     return kb_fail(err, errlen, KB_EINVAL, "den graph sizes must be positive: %d states, %d pdfs",
                    (int)H, (int)D);
-  if (S <= 0 || T <= 0)
-    return kb_fail(err, errlen, KB_EINVAL,
-                   "nnet_output must have at least one sequence and one frame; got %d "
-                   "sequences, %d frames", (int)S, (int)T);
   if (num_transitions < 0)
     return kb_fail(err, errlen, KB_EINVAL, "negative number of transitions %lld",
                    (long long)num_transitions);
@@ -630,9 +638,35 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
     return kb_fail(err, errlen, KB_EINVAL,
                    "leaky_hmm_coefficient must be in (0, 1) (Kaldi asserts this); got %g",
                    leaky_hmm_coefficient);
-  if (!forward_transitions || !initial_probs || !nnet_output || !logprob ||
+  if (!forward_transitions || !initial_probs ||
       (num_transitions > 0 && (!transitions_prob || !transitions_pdf || !transitions_hmm_state)))
     return kb_fail(err, errlen, KB_EINVAL, "missing input or output array");
+  kb_den_index *ix = calloc(1, sizeof(*ix));
+  if (!ix) return kb_fail(err, errlen, KB_ENOMEM, "out of memory");
+  ix->leaky_f = (float)leaky_hmm_coefficient;
+  int rc = kb_den_graph_build(H, D, forward_transitions, num_transitions, transitions_prob,
+                              transitions_pdf, transitions_hmm_state, initial_probs, ix->leaky_f,
+                              &ix->g, &ix->m, err, errlen);
+  if (rc != KB_OK) {
+    free(ix);
+    return rc;
+  }
+  *out = ix;
+  return KB_OK;
+}
+
+int kb_chain_den_forward_backward_index(const kb_den_index *index, int32_t num_sequences,
+                                        int32_t num_frames, const float *nnet_output,
+                                        const int64_t *lengths, int32_t num_threads, int32_t isa,
+                                        float *logprob, float *deriv, double *checks,
+                                        int64_t *scratch_bytes, char *err, size_t errlen) {
+  if (!index) return kb_fail(err, errlen, KB_EINVAL, "missing den graph index");
+  const int32_t H = index->g.H, D = index->g.D, S = num_sequences, T = num_frames;
+  if (S <= 0 || T <= 0)
+    return kb_fail(err, errlen, KB_EINVAL,
+                   "nnet_output must have at least one sequence and one frame; got %d "
+                   "sequences, %d frames", (int)S, (int)T);
+  if (!nnet_output || !logprob) return kb_fail(err, errlen, KB_EINVAL, "missing input or output array");
   if (lengths) {
     for (int32_t s = 0; s < S; s++)
       if (lengths[s] < 1 || lengths[s] > T)
@@ -640,19 +674,13 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
                        "length %lld of sequence %d out of range [1, %d] (the padded number of "
                        "frames)", (long long)lengths[s], (int)s, (int)T);
   }
-  if ((double)T * D * KB_DEN_SB_MAX > 1e12 || (double)T * num_transitions * KB_DEN_SB_MAX > 1e12)
+  if ((double)T * D * KB_DEN_SB_MAX > 1e12 || (double)T * index->g.A * KB_DEN_SB_MAX > 1e12)
     return kb_fail(err, errlen, KB_EINVAL, "sizes too large: %d frames, %d states", (int)T,
                    (int)H);
+  int rc = KB_OK;
 
-  float leaky_f = (float)leaky_hmm_coefficient;
-  kb_den_graph g;
-  kb_den_graph_mem gm;
-  int rc = kb_den_graph_build(H, D, forward_transitions, num_transitions, transitions_prob,
-                              transitions_pdf, transitions_hmm_state, initial_probs, leaky_f,
-                              &g, &gm, err, errlen);
-  if (rc != KB_OK) return rc;
-
-  kb_den_io io = {nnet_output, lengths, S, T, 1, leaky_f, logprob, deriv};
+  const kb_den_graph g = index->g;
+  kb_den_io io = {nnet_output, lengths, S, T, 1, index->leaky_f, logprob, deriv};
   int nt = 1;
 #ifdef _OPENMP
   nt = num_threads > 0 ? num_threads : omp_get_max_threads();
@@ -668,10 +696,7 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
     io.K = (int32_t)(k < 1 ? 1 : (k > T ? T : k));
   }
   double *bchecks = calloc((size_t)nblocks * 2, sizeof(double));
-  if (!bchecks) {
-    kb_den_graph_free(&gm);
-    return kb_fail(err, errlen, KB_ENOMEM, "out of memory");
-  }
+  if (!bchecks) return kb_fail(err, errlen, KB_ENOMEM, "out of memory");
   int nomem = 0;
 #ifdef _OPENMP
   if (nt > nblocks) nt = nblocks;
@@ -711,19 +736,45 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
   if (scratch_bytes) {
     /* while the blocks run: per worker, kb_den_work; the graph index: per arc
        v_pdf, fv_src, fv_p, plan idx, idx2 and p (4 bytes), v_off (8); per
-       state j_voff, plan off (8), linit, plan ord (4); vleak (4 per group);
+       state j_voff, plan off (8), init, linit, plan ord (4); vleak (4 per group);
        the block checks (16 per block). (The build's temporaries are freed
        before; they are smaller for T * SB > 4.) */
     const int64_t A = g.A;
     scratch_bytes[0] = (int64_t)kb_den_work_bytes(H, D, T, SB, io.K, deriv != NULL) * nt +
-                       A * 32 + ((int64_t)H + 1) * 24 + (int64_t)g.V * 4 +
+                       A * 32 + ((int64_t)H + 1) * 28 + (int64_t)g.V * 4 +
                        (int64_t)(g.bwd.nrun + 1) * 8 + (int64_t)nblocks * 16;
   }
   free(bchecks);
-  kb_den_graph_free(&gm);
   return rc;
 }
 
+
+
+int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
+                                  const int32_t *forward_transitions, int64_t num_transitions,
+                                  const float *transitions_prob, const int32_t *transitions_pdf,
+                                  const int32_t *transitions_hmm_state,
+                                  const float *initial_probs, int32_t num_sequences,
+                                  int32_t num_frames, const float *nnet_output,
+                                  const int64_t *lengths, double leaky_hmm_coefficient,
+                                  int32_t num_threads, int32_t isa, float *logprob,
+                                  float *deriv, double *checks, int64_t *scratch_bytes,
+                                  char *err, size_t errlen) {
+  if (num_sequences <= 0 || num_frames <= 0)
+    return kb_fail(err, errlen, KB_EINVAL,
+                   "nnet_output must have at least one sequence and one frame; got %d "
+                   "sequences, %d frames", (int)num_sequences, (int)num_frames);
+  kb_den_index *ix = NULL;
+  int rc = kb_den_index_new(num_states, num_pdfs, forward_transitions, num_transitions,
+                            transitions_prob, transitions_pdf, transitions_hmm_state,
+                            initial_probs, leaky_hmm_coefficient, &ix, err, errlen);
+  if (rc != KB_OK) return rc;
+  rc = kb_chain_den_forward_backward_index(ix, num_sequences, num_frames, nnet_output, lengths,
+                                           num_threads, isa, logprob, deriv, checks,
+                                           scratch_bytes, err, errlen);
+  kb_den_index_free(ix);
+  return rc;
+}
 
 #else /* KB_DEN_TEMPLATE: the block kernel for one vector width and block width */
 

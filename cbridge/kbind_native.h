@@ -221,10 +221,11 @@ int kb_latdet_result_free(int64_t result, char *err, size_t errlen);
  *   block). isa: -1 = best the CPU has; 0 baseline, 1 AVX2, 2 AVX-512
  *   (clipped to what the CPU has; for tests and benchmarks).
  * Memory: allocates and frees its scratch itself: per thread, with SB lanes
- *   per block, alphas of every K-th frame and of one segment of K frames
- *   ((T/K + max(K, 2) + 1) * H * SB floats, K >= 1 frames of alphas being
- *   about 512 KiB; 2 * H * SB without deriv) + T * D * SB floats of exp(outputs) + about
- *   (V + H) * SB floats; about 32 bytes per arc for the graph index.
+ *   per block, alphas of every K-th frame and of one segment of K frames plus
+ *   two frames of betas ((T/K + max(K, 2) + 2) * H * SB floats, K >= 1 frames
+ *   of alphas being about 512 KiB; 2 * H * SB without deriv) + 3 * D16 * SB
+ *   floats (exp(outputs) of one frame, its tile, the posteriors of one frame;
+ *   D16 = D rounded up to 16); about 32 bytes per arc for the graph index.
  * Fails (KB_EINVAL, nothing written) on: non-positive sizes, a length out of
  * [1, T], leaky not in (0, 1), a transition range, next state or pdf-id out of
  * range, a negative or non-finite transition or initial probability;
@@ -240,6 +241,29 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
                                   int32_t num_threads, int32_t isa, float *logprob,
                                   float *deriv, double *checks, int64_t *scratch_bytes,
                                   char *err, size_t errlen);
+
+/*
+ * The same in two steps, so that the graph index (the arcs regrouped for the
+ * kernel, about 32 bytes per arc: building it costs about 1.5 ms for 25k arcs)
+ * is built once per graph and leaky coefficient instead of once per call:
+ * kb_den_index_new checks the graph and builds the index (it copies what it
+ * needs: the arrays may be freed after), kb_chain_den_forward_backward_index
+ * runs a batch on it (read-only: an index may serve concurrent calls), and
+ * kb_den_index_free frees it (NULL is allowed). Arguments, outputs and errors
+ * as kb_chain_den_forward_backward's.
+ */
+typedef struct kb_den_index kb_den_index;
+int kb_den_index_new(int32_t num_states, int32_t num_pdfs, const int32_t *forward_transitions,
+                     int64_t num_transitions, const float *transitions_prob,
+                     const int32_t *transitions_pdf, const int32_t *transitions_hmm_state,
+                     const float *initial_probs, double leaky_hmm_coefficient,
+                     kb_den_index **out, char *err, size_t errlen);
+int kb_chain_den_forward_backward_index(const kb_den_index *index, int32_t num_sequences,
+                                        int32_t num_frames, const float *nnet_output,
+                                        const int64_t *lengths, int32_t num_threads, int32_t isa,
+                                        float *logprob, float *deriv, double *checks,
+                                        int64_t *scratch_bytes, char *err, size_t errlen);
+void kb_den_index_free(kb_den_index *index);
 
 /* ==== lattice best paths (cbridge/lattice.c) ============================== */
 /*

@@ -104,6 +104,42 @@ def test_unequal_lengths_identical_to_separate_runs(graphs):
         assert torch.all(res.posteriors[b, L:] == 0)
 
 
+def test_graph_index_cached_and_equal_to_one_shot_call(kaldi_chain_dir, graphs):
+    """The index the C kernel runs on is built once per (graph, D, leaky) and
+    reused; results equal the one-shot kb_chain_den_forward_backward bit for
+    bit; a graph that fails to index raises and caches nothing; the index
+    goes away with its graph."""
+    import gc
+
+    g = graphs["medium_den_S4_T34"]
+    y = torch.randn(5, 9, 80, generator=torch.Generator().manual_seed(5)) * 2
+    L = torch.tensor([9, 3, 9, 1, 7])
+    a = den_mod._c_forward_backward(g, y, L, 0.1, num_threads=1)
+    arr = den_mod._c_graph_arrays(g)
+    lp, post = torch.empty(5), torch.empty(5, 9, 80)
+    P = _native.ptr
+    _native.call("kb_chain_den_forward_backward", g.num_states, 80,
+                 P(arr["forward_transitions"]), arr["transitions_prob"].numel(),
+                 P(arr["transitions_prob"]), P(arr["transitions_pdf"]),
+                 P(arr["transitions_hmm_state"]), P(arr["initial_probs"]), 5, 9, P(y),
+                 P(L.to(torch.int64)), 0.1, 1, -1, P(lp), P(post), _native.ffi.NULL,
+                 _native.ffi.NULL)
+    assert torch.equal(a[0], lp) and torch.equal(a[1], post)
+    ix = den_mod._c_den_index(g, 80, 0.1)
+    assert den_mod._c_den_index(g, 80, 0.1) is ix
+    assert den_mod._c_den_index(g, 80, 1e-5) is not ix
+    with pytest.raises(_native.NativeError, match="pdf-id .* out of range"):
+        den_mod._c_den_index(g, 10, 0.1)
+    assert (10, 0.1) not in den_mod._C_INDEX[g]
+    g2 = DenominatorGraph.from_fst(kaldi_chain_dir / "tiny_den_S4_T25" / "den.fst", 10)
+    den_mod._c_forward_backward(g2, torch.zeros(1, 2, 10), torch.tensor([2]), 0.1)
+    assert g2 in den_mod._C_INDEX
+    n = len(den_mod._C_INDEX)
+    del g2
+    gc.collect()
+    assert len(den_mod._C_INDEX) == n - 1
+
+
 def test_threads_and_forward_only_identical(graphs):
     g = graphs["medium_den_S4_T34"]
     y = torch.randn(40, 8, 80, generator=torch.Generator().manual_seed(9))
