@@ -4,7 +4,8 @@
 (``medium_den_S4_T34/den.fst``: 2227 states, 24719 arcs, D = 80):
 
 * den forward + backward for S = 64 sequences of T = 50 frames: the C kernel
-  (``kb_chain_den_forward_backward``) on 1 and 2 threads, and the torch ops
+  (``kb_chain_den_forward_backward_index`` on the graph's cached index) on 1
+  and 2 threads, and the torch ops
   (``impl="torch"``) on 1 and 2 intra-op threads. Timings are robust to a
   shared machine: warm-up calls first, then ``--rounds`` rounds (a pause
   between them) of ``--reps`` calls each; the figure is the best call (min),
@@ -12,6 +13,9 @@
   1-thread C kernel is also timed in process CPU time (what it costs when it
   has the core, whatever else runs). The load average (and the number of CPUs)
   is recorded before and after each part;
+* the C kernel's per-call overhead (one sequence of one frame), with the
+  cached graph index and with the one-shot ``kb_chain_den_forward_backward``
+  (which builds the index every call);
 * effective GFLOP/s, counting 2 flops per arc per sequence per frame per pass
   (forward and backward): ``4 * A * S * T`` per forward-backward;
 * the FLOP bound: the single-core FP32 peak measured with a vectorised FMA loop
@@ -292,6 +296,26 @@ def main(argv=None) -> dict:
         out[f"den_torch_{n}t_median_ms"] = 1e3 * tmed
         out[f"den_torch_{n}t_round_best_ms"] = [round(1e3 * b, 2) for b in best]
         out[f"den_torch_{n}t_gflops"] = flops / tmin / 1e9
+    if _native.available():
+        # per-call overhead: one sequence of one frame (the graph index is
+        # cached with the graph; building it is timed through the one-shot call)
+        y1, L1 = y[:1, :1].contiguous(), torch.ones(1, dtype=torch.int64)
+        tmin, _, _ = _timeit(lambda: den_mod._c_forward_backward(g, y1, L1, 0.1, num_threads=1),
+                             20, rounds=rounds)
+        out["den_c_call_overhead_ms"] = 1e3 * tmin
+        arr = den_mod._c_graph_arrays(g)
+        lp1, post1 = torch.empty(1), torch.empty(1, 1, D)
+        P = _native.ptr
+
+        def one_shot():
+            _native.call("kb_chain_den_forward_backward", g.num_states, D,
+                         P(arr["forward_transitions"]), arr["transitions_prob"].numel(),
+                         P(arr["transitions_prob"]), P(arr["transitions_pdf"]),
+                         P(arr["transitions_hmm_state"]), P(arr["initial_probs"]), 1, 1, P(y1),
+                         _native.ffi.NULL, 0.1, 1, -1, P(lp1), P(post1), _native.ffi.NULL,
+                         _native.ffi.NULL)
+        tmin, _, _ = _timeit(one_shot, 20, rounds=rounds)
+        out["den_c_one_shot_call_ms"] = 1e3 * tmin
     if "den_c_1t_ms" in out and "den_torch_1t_ms" in out:
         out["speedup_c_vs_torch_1t"] = out["den_torch_1t_ms"] / out["den_c_1t_ms"]
     if a.den_only:
@@ -382,6 +406,10 @@ def table(r: dict) -> str:
     if "den_c_1t_cpu_ms" in r:
         lines.append(f"C kernel, 1 thread, process CPU time: {r['den_c_1t_cpu_ms']:.1f} ms "
                      f"({r['den_c_1t_cpu_gflops']:.1f} GFLOP/s)")
+    if "den_c_call_overhead_ms" in r:
+        lines.append(f"C kernel per-call overhead (S=1, T=1): {r['den_c_call_overhead_ms']:.2f} ms "
+                     f"with the cached graph index, {r['den_c_one_shot_call_ms']:.2f} ms building "
+                     f"it each call")
     mem = [f"{k}: {v:.1f} MB" for k, v in r.items() if k.startswith("mem_") and v is not None]
     if mem:
         lines.append("Memory, S=128 T=50: " + "; ".join(mem))
