@@ -246,6 +246,13 @@ class OnTheFlyAligner:
             if p.is_alive():
                 p.terminate()
         self._procs = []
+        # The workers are gone, so whatever is still buffered in a queue (model
+        # refreshes a worker never read, unread tasks) can never be delivered:
+        # without this, the feeder thread stays blocked on a full pipe and the
+        # process hangs at exit, when multiprocessing joins it.
+        for q in (self._tasks, self._results, *self._ctl):
+            q.cancel_join_thread()
+            q.close()
 
     def __enter__(self):
         return self

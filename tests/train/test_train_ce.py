@@ -185,3 +185,45 @@ def test_on_the_fly_training_with_refresh(task, trained, tmp_path):
     assert rec["align"]["groups"] > 0 and rec["align"]["failed"] == 0
     assert rec["valid_accuracy"] > 0.5
     assert (tmp_path / "otf" / "final.pt").exists()
+
+
+_EXIT_SCRIPT = r"""
+import sys
+from kbind.data.align_loader import AlignerSpec, OnTheFlyAligner, OnTheFlyConfig
+from kbind.decode.acoustic import AcousticModel
+
+
+def main():
+    out, data, lang, tree_dir = sys.argv[1:5]
+    am = AcousticModel.load(out)
+    opts = dict(acoustic_scale=0.1, self_loop_scale=0.1, beam=10.0, retry_beam=40.0)
+    spec = AlignerSpec(data, lang, tree_dir + "/tree", tree_dir + "/0.trans_mdl", "none",
+                       False, opts)
+    otf = OnTheFlyAligner(spec, am, OnTheFlyConfig(num_workers=1, group_size=1, prefetch=1))
+    for _ in range(40):   # model refreshes the worker never reads: more than a pipe holds
+        otf.refresh(am)
+    otf.close()
+    print("closed", flush=True)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_on_the_fly_aligner_process_exits_after_close(task, trained, tmp_path):
+    """Refreshes a worker never read stay buffered in their queue; close() must
+    not leave the process hanging at exit on them (it did: multiprocessing
+    joined a feeder thread blocked on a full pipe)."""
+    import os
+    import subprocess
+
+    out, _ = trained
+    script = tmp_path / "otf_exit.py"
+    script.write_text(_EXIT_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, str(script), str(out), str(task["data"]),
+                        str(task["lang"].dir), str(task["tree_dir"])],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "closed" in r.stdout
