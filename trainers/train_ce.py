@@ -72,7 +72,8 @@ from kbind.nn import BlstmConfig, TdnnConfig, TdnnfConfig  # noqa: E402
 from kbind.train import (LearningRateSchedule, MaxChangeStep, MetricsWriter,  # noqa: E402
                          capture_rng_state, latest_checkpoint, load_checkpoint,
                          restore_rng_state, save_checkpoint)
-from kbind.train.logging import log_to_file  # noqa: E402
+from kbind.train.checkpoint import seed_all  # noqa: E402
+from kbind.train.logging import log_to_file, progress_bar  # noqa: E402
 from kbind.train.optimizer import make_optimizer, set_learning_rate  # noqa: E402
 from kbind.train.priors import LabelPriors, pdf_counts, write_counts  # noqa: E402
 
@@ -283,9 +284,7 @@ class CeTrainer:
         cfg = self.cfg
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
+        seed_all(cfg.seed)
         self.trans_model, self.tree, labels = self._labels()
         num_pdfs = self.trans_model.num_pdfs
         feats = FeatureSource(cfg.train_data, cfg.egs.cmvn, cfg.egs.norm_vars)
@@ -456,11 +455,7 @@ class CeTrainer:
                 self._refresh()
         writer = MetricsWriter(self.dir, use_tensorboard=cfg.tensorboard)
         end = self.total_steps if cfg.max_steps < 0 else min(self.total_steps, cfg.max_steps)
-        bar = None
-        if cfg.progress:
-            from tqdm import tqdm
-            bar = tqdm(total=self.total_steps, initial=step, desc="train", unit="mb",
-                       dynamic_ncols=True, file=sys.stderr)
+        bar = progress_bar(cfg.progress, self.total_steps, step)
         interval, epoch_st = CeStats(), CeStats()
         t_train, in_frames = 0.0, 0
         first = True

@@ -91,7 +91,8 @@ from kbind.config import parse_config, save_config  # noqa: E402
 from kbind.nn import (TDNNF, TdnnfConfig, apply_orthonormal_constraints,  # noqa: E402
                       dropout_proportions, scale_batchnorm_stats,
                       set_dropout_proportions)
-from kbind.train.logging import log_to_file  # noqa: E402
+from kbind.train.checkpoint import seed_all  # noqa: E402
+from kbind.train.logging import log_to_file, progress_bar  # noqa: E402
 from kbind.train.optimizer import make_optimizer as _make_optimizer  # noqa: E402
 from kbind.train.optimizer import set_learning_rate as _set_learning_rate  # noqa: E402
 from kbind.train import (LearningRateSchedule, MaxChangeStep, MetricsWriter,  # noqa: E402
@@ -318,9 +319,7 @@ class Trainer:
         cfg = self.cfg
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
+        seed_all(cfg.seed)
 
         # den graph and supervision
         self.graphs = load_chain_dir(cfg.chain_dir)
@@ -450,11 +449,7 @@ class Trainer:
         writer = MetricsWriter(self.dir, use_tensorboard=cfg.tensorboard)
         groups = self.optimizer.param_groups
         end = self.total_steps if cfg.max_steps < 0 else min(self.total_steps, cfg.max_steps)
-        bar = None
-        if cfg.progress:
-            from tqdm import tqdm
-            bar = tqdm(total=self.total_steps, initial=step, desc="train", unit="mb",
-                       dynamic_ncols=True, file=sys.stderr)
+        bar = progress_bar(cfg.progress, self.total_steps, step)
         epoch_acc = ObjfAccumulator()
         epoch_acc.__dict__.update(progress.get("epoch_acc", {}))
         interval_acc = ObjfAccumulator()

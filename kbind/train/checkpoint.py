@@ -61,6 +61,13 @@ def atomic_save(obj: Any, path) -> Path:
     return path
 
 
+def seed_all(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (a trainer's start)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def capture_rng_state(**generators: random.Random) -> Dict[str, Any]:
     """States of the global generators plus named ``random.Random`` objects."""
     state = {

@@ -151,6 +151,17 @@ class MetricsWriter:
             self._tb.close()
 
 
+def progress_bar(enabled: bool, total: int, initial: int = 0):
+    """A tqdm bar of ``total`` minibatches on stderr (None when not ``enabled``)."""
+    if not enabled:
+        return None
+    import sys
+
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc="train", unit="mb", dynamic_ncols=True,
+                file=sys.stderr)
+
+
 class log_to_file:
     """``with log_to_file("train_ce", dir / "log" / "train.log"):`` -- also write
     that logger's records to a file (Kaldi's per-job logs), and make sure
