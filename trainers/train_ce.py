@@ -69,12 +69,12 @@ from kbind.config import parse_config, save_config  # noqa: E402
 from kbind.data.frame_egs import IGNORE, FrameEgs, FrameEgsConfig  # noqa: E402
 from kbind.decode.acoustic import AcousticModel, build_model, network_output  # noqa: E402
 from kbind.nn import BlstmConfig, TdnnConfig, TdnnfConfig  # noqa: E402
-from kbind.train import (LearningRateSchedule, MaxChangeStep, MetricsWriter,  # noqa: E402
-                         capture_rng_state, latest_checkpoint, load_checkpoint,
-                         restore_rng_state, save_checkpoint)
+from kbind.train import (MaxChangeStep, MetricsWriter, capture_rng_state,  # noqa: E402
+                         latest_checkpoint, load_checkpoint, restore_rng_state,
+                         save_checkpoint)
 from kbind.train.checkpoint import seed_all  # noqa: E402
 from kbind.train.logging import log_to_file, progress_bar  # noqa: E402
-from kbind.train.optimizer import make_optimizer, set_learning_rate  # noqa: E402
+from kbind.train.optimizer import OptimConfig, make_optimizer, start_iteration  # noqa: E402
 from kbind.train.priors import LabelPriors, pdf_counts, write_counts  # noqa: E402
 
 log = logging.getLogger("train_ce")
@@ -95,17 +95,6 @@ class CeModelConfig:
         if self.type not in ("blstm", "tdnn", "tdnnf"):
             raise ValueError(f"model.type must be blstm, tdnn or tdnnf, got {self.type!r}")
         return getattr(self, self.type)
-
-
-@dataclass
-class CeOptimConfig:
-    optimizer: str = "sgd"                # sgd | adam
-    momentum: float = 0.5                 # Kaldi's train_rnn.py default
-    initial_effective_lrate: float = 3e-4
-    final_effective_lrate: float = 3e-5
-    num_jobs: int = 1
-    max_param_change: float = 2.0
-    adam_betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
 
 
 @dataclass
@@ -153,7 +142,7 @@ class CeTrainConfig:
     model: CeModelConfig = field(default_factory=CeModelConfig)
     egs: FrameEgsConfig = field(default_factory=lambda: FrameEgsConfig(
         chunk_width="80", extra_left_context=0, extra_right_context=0, minibatch_size=64))
-    optim: CeOptimConfig = field(default_factory=CeOptimConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(momentum=0.5))
     align: OnTheFlyAlignConfig = field(default_factory=OnTheFlyAlignConfig)
 
 
@@ -313,18 +302,14 @@ class CeTrainer:
                             dict.fromkeys(self.train_utts),
                             lc, rc, cfg.egs, fss, cfg.seed, self.train_utts, num_pdfs)
         self._diag_egs: Dict[str, FrameEgs] = {}
-        o = cfg.optim
-        self.optimizer = make_optimizer(self.model, o.optimizer, o.initial_effective_lrate,
-                                        o.momentum, o.adam_betas)
+        self.optimizer = make_optimizer(self.model, cfg.optim)
         self.step_fn = MaxChangeStep(self.optimizer, cfg.optim.max_param_change)
         self.epoch_sizes = [len(self.egs.batches(e)) for e in range(cfg.num_epochs)]
         self.total_steps = sum(self.epoch_sizes)
         if self.total_steps == 0:
             raise ValueError("no minibatches: no utterance long enough")
         self.num_iters = max(1, math.ceil(self.total_steps / cfg.minibatches_per_iter))
-        self.schedule = LearningRateSchedule(cfg.optim.initial_effective_lrate,
-                                             cfg.optim.final_effective_lrate, self.num_iters,
-                                             cfg.optim.num_jobs)
+        self.schedule = cfg.optim.schedule(self.num_iters)
         nparams = sum(p.numel() for p in self.model.parameters())
         log.info("model: %s, %d parameters, context %d/%d (+ extra %d/%d), frame subsampling "
                  "%d, %d pdfs; feat dim %d", cfg.model.type, nparams, lc, rc,
@@ -471,9 +456,8 @@ class CeTrainer:
                         break
                     it = s // cfg.minibatches_per_iter
                     if s % cfg.minibatches_per_iter == 0 or first:
-                        lr = self.schedule.learning_rate(it)
-                        set_learning_rate(self.optimizer, lr, cfg.optim.optimizer,
-                                          cfg.optim.momentum)
+                        lr = start_iteration(self.model, self.optimizer, self.schedule, it,
+                                             cfg.optim)
                         writer.scalar("lr", lr, it)
                         first = False
                     step = s + 1

@@ -35,11 +35,13 @@ xent regulariser (:class:`kbind.chain.ChainLoss`, output l2 ``5e-5``, xent
 backward, in which every affine/linear layer's weight gradient is Kaldi's
 natural gradient (NG-SGD, :mod:`kbind.nn.natural_gradient`: input and
 output derivative preconditioned by ``OnlineNaturalGradient``, as Kaldi's
-TDNN-F recipes; ``--model.natural_gradient false`` gives plain SGD); parameter
-L2 (``2 * S * l2 / num_jobs``, not preconditioned); optimizer step under
-per-component and global max-change (:class:`kbind.train.MaxChangeStep`);
-batch-norm stats x0.8; semi-orthogonal constraint (each constrained layer
-with probability 1/4). No other gradient clipping.
+TDNN-F recipes; ``--model.natural_gradient false`` gives plain SGD); then
+:func:`kbind.train.update_after_backward`, the step every kbind trainer takes
+after backward: parameter L2 (``2 * S * l2 / num_jobs``, not preconditioned),
+optimizer step under per-component and global max-change (an update with a
+non-finite change is dropped, with a warning), batch-norm stats x0.8,
+semi-orthogonal constraint (each constrained layer with probability 1/4). No
+other gradient clipping.
 
 Learning rate: Kaldi's ``get_learning_rate`` per iteration (an iteration =
 ``--minibatches_per_iter`` minibatches, Kaldi's "archive" per job): the
@@ -88,15 +90,12 @@ from kbind.chain import ChainLoss, DenominatorGraph  # noqa: E402
 from kbind.chain.egs import (AlignmentSupervisions, ChainEgs, E2eSupervisions,  # noqa: E402
                              EgsConfig, FeatureSource)
 from kbind.config import parse_config, save_config  # noqa: E402
-from kbind.nn import (TDNNF, TdnnfConfig, apply_orthonormal_constraints,  # noqa: E402
-                      dropout_proportions, scale_batchnorm_stats,
-                      set_dropout_proportions)
+from kbind.nn import TDNNF, TdnnfConfig  # noqa: E402
 from kbind.train.checkpoint import seed_all  # noqa: E402
 from kbind.train.logging import log_to_file, progress_bar  # noqa: E402
-from kbind.train.optimizer import make_optimizer as _make_optimizer  # noqa: E402
-from kbind.train.optimizer import set_learning_rate as _set_learning_rate  # noqa: E402
-from kbind.train import (LearningRateSchedule, MaxChangeStep, MetricsWriter,  # noqa: E402
-                         ObjfAccumulator, add_l2_to_grads, capture_rng_state,
+from kbind.train.optimizer import (OptimConfig, make_optimizer, start_iteration,  # noqa: E402
+                                   update_after_backward)
+from kbind.train import (MetricsWriter, ObjfAccumulator, capture_rng_state,  # noqa: E402
                          latest_checkpoint, load_checkpoint, restore_rng_state,
                          save_checkpoint)
 
@@ -113,21 +112,6 @@ class LossConfig:
     l2_regularize: float = 5e-5            # chain output l2 (Kaldi's recipes)
     xent_regularize: float = 0.1           # xent output lr factor = 0.5 / this
     out_of_range_regularize: float = 0.01
-
-
-@dataclass
-class OptimConfig:
-    optimizer: str = "sgd"                 # sgd | adam (NG-SGD: model.natural_gradient)
-    momentum: float = 0.0                  # Kaldi's --trainer.momentum
-    initial_effective_lrate: float = 1e-3
-    final_effective_lrate: float = 1e-4
-    num_jobs: int = 1                      # Kaldi's num_jobs_initial (scales the lr)
-    num_jobs_final: int = 0                # Kaldi's num_jobs_final (0: = num_jobs)
-    max_param_change: float = 2.0          # global max-change
-    batchnorm_stats_scale: float = 0.8
-    dropout_schedule: str = ""             # e.g. 0,0@0.20,0.5@0.50,0
-    orthonormal_constraint: bool = True
-    adam_betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
 
 
 @dataclass
@@ -160,7 +144,8 @@ class TrainConfig:
     model: TdnnfConfig = field(default_factory=TdnnfConfig)
     egs: EgsConfig = field(default_factory=lambda: EgsConfig(minibatch_size="64"))
     loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        initial_effective_lrate=1e-3, final_effective_lrate=1e-4))
 
 
 # ---------------------------------------------------------------------------------------
@@ -255,15 +240,6 @@ def e2e_supervisions(chain_dir, graphs: ChainGraphs, data_dir=None) -> E2eSuperv
 # ---------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------
-
-def make_optimizer(model, cfg: OptimConfig):
-    return _make_optimizer(model, cfg.optimizer, cfg.initial_effective_lrate, cfg.momentum,
-                           cfg.adam_betas)
-
-
-def set_learning_rate(optimizer, lr: float, cfg: OptimConfig) -> None:
-    _set_learning_rate(optimizer, lr, cfg.optimizer, cfg.momentum)
-
 
 class _Threads:
     """``with _Threads(n):`` run with ``n`` torch threads (0: unchanged)."""
@@ -372,7 +348,6 @@ class Trainer:
                                  cfg.loss.xent_regularize, cfg.loss.out_of_range_regularize,
                                  rng=self.loss_rng)
         self.optimizer = make_optimizer(self.model, cfg.optim)
-        self.step_fn = MaxChangeStep(self.optimizer, cfg.optim.max_param_change)
 
         # the minibatch stream: epochs concatenated, iterations of a fixed size
         self.epoch_sizes = [len(self.egs.batches(e)) for e in range(cfg.num_epochs)]
@@ -380,9 +355,7 @@ class Trainer:
         if self.total_steps == 0:
             raise ValueError("no minibatches: too few utterances for the minibatch size")
         self.num_iters = max(1, math.ceil(self.total_steps / cfg.minibatches_per_iter))
-        self.schedule = LearningRateSchedule(cfg.optim.initial_effective_lrate,
-                                             cfg.optim.final_effective_lrate, self.num_iters,
-                                             cfg.optim.num_jobs, cfg.optim.num_jobs_final)
+        self.schedule = cfg.optim.schedule(self.num_iters)
         nparams = sum(p.numel() for p in self.model.parameters())
         log.info("model: TDNN-F, %d parameters, context %d/%d, %d pdfs; feat dim %d; "
                  "natural gradient %s", nparams, lc, rc, num_pdfs, feats.dim,
@@ -447,7 +420,6 @@ class Trainer:
         self.setup()
         step, acc, progress = self.restore()
         writer = MetricsWriter(self.dir, use_tensorboard=cfg.tensorboard)
-        groups = self.optimizer.param_groups
         end = self.total_steps if cfg.max_steps < 0 else min(self.total_steps, cfg.max_steps)
         bar = progress_bar(cfg.progress, self.total_steps, step)
         epoch_acc = ObjfAccumulator()
@@ -460,12 +432,7 @@ class Trainer:
             it = step // cfg.minibatches_per_iter
             epoch, index = self.locate(step)
             if step % cfg.minibatches_per_iter == 0 or dataset is None:
-                lr = self.schedule.learning_rate(it)
-                set_learning_rate(self.optimizer, lr, cfg.optim)
-                if cfg.optim.dropout_schedule:
-                    frac = self.schedule.data_fraction(it)
-                    set_dropout_proportions(self.model, dropout_proportions(
-                        cfg.optim.dropout_schedule, frac))
+                lr = start_iteration(self.model, self.optimizer, self.schedule, it, cfg.optim)
                 log.info("iteration %d/%d (epoch %d): learning rate %.6g", it, self.num_iters,
                          epoch, lr)
                 writer.scalar("lr", lr, it)
@@ -480,12 +447,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             stats = self.loss_fn.last_stats
-            # parameter L2, update under max-change, batchnorm stats, orthonormal constraint
-            add_l2_to_grads(groups, sup.num_sequences, self.schedule.l2_regularize_factor(it))
-            mc = self.step_fn()
-            scale_batchnorm_stats(self.model, cfg.optim.batchnorm_stats_scale)
-            if cfg.optim.orthonormal_constraint:
-                apply_orthonormal_constraints(self.model, step, rng=self.orth_rng)
+            update_after_backward(self.model, self.optimizer, cfg.optim, sup.num_sequences,
+                                  self.schedule.l2_regularize_factor(it), self.orth_rng)
 
             for a in (acc, epoch_acc, interval_acc):
                 a.add(stats)
@@ -498,8 +461,6 @@ class Trainer:
                 for line in interval_acc.train_lines(mb - interval_acc.num_minibatches, mb - 1):
                     log.info("[train.%d] %s", it, line)
                 interval_acc.reset()
-            for line in mc.kaldi_lines(cfg.optim.max_param_change):
-                log.debug("[train.%d] %s", it, line)
 
             iter_done = (mb == cfg.minibatches_per_iter or step == self.total_steps)
             epoch_done = index + 1 == self.epoch_sizes[epoch]

@@ -74,12 +74,13 @@ from kbind.chain.egs import EgsConfig  # noqa: E402
 from kbind.nn import TdnnfConfig  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent.parent / "trainers"))
-from train_lfmmi import OptimConfig, TrainConfig, Trainer, load_model  # noqa: E402
+from train_lfmmi import TrainConfig, Trainer, load_model  # noqa: E402
 from chain import ChainDecodeConfig, ChainPrepConfig  # noqa: E402
 from ce import CeAlignConfig  # noqa: E402
-from train_ce import CeModelConfig, CeOptimConfig, CeTrainConfig  # noqa: E402
+from train_ce import CeModelConfig, CeTrainConfig  # noqa: E402
 from kbind.data.frame_egs import FrameEgsConfig  # noqa: E402
 from kbind.nn import BlstmConfig  # noqa: E402
+from kbind.train import OptimConfig  # noqa: E402
 
 log = logging.getLogger("digits")
 
@@ -152,8 +153,8 @@ def ce_train_defaults() -> CeTrainConfig:
             hidden_dim=128, num_layers=2, frame_subsampling_factor=3, dropout=0.1)),
         egs=FrameEgsConfig(chunk_width="150", extra_left_context=30, extra_right_context=15,
                            minibatch_size=32),
-        optim=CeOptimConfig(optimizer="adam", initial_effective_lrate=2e-3,
-                            final_effective_lrate=2e-4, max_param_change=2.0))
+        optim=OptimConfig(optimizer="adam", initial_effective_lrate=2e-3,
+                          final_effective_lrate=2e-4, max_param_change=2.0))
 
 
 def stage_corpus(cfg: RunConfig) -> None:
