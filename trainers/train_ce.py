@@ -28,10 +28,19 @@ configured; chunks with extra left/right context whose outputs are not trained,
 Kaldi's ``--chunk-left-context/--chunk-right-context``), ``tdnn`` or ``tdnnf``
 (context from the architecture, the ``output`` head trained with CE).
 
-Per step: forward; cross-entropy over labelled frames (mean per frame);
-backward; optimizer step (SGD with Kaldi's momentum convention, or Adam) under
-per-component and global max-change (:class:`kbind.train.MaxChangeStep`);
-Kaldi's learning-rate schedule per iteration (:mod:`kbind.train.schedule`).
+Per step (Kaldi's ``NnetTrainer::TrainInternal``): forward; Kaldi's
+cross-entropy objective, ``sum log p(label)`` over the labelled frames
+(summed, as Kaldi's, so its learning rates and L2 constants mean the same;
+logs report it per frame); backward; then
+:func:`kbind.train.update_after_backward`, the step every kbind trainer
+takes: parameter L2 (``2 * S * l2 / num_jobs``, S chunks per minibatch),
+optimizer step (SGD with Kaldi's momentum convention, or Adam) under
+per-component and global max-change (an update with a non-finite change is
+dropped, with a warning), batch-norm stats x0.8, semi-orthogonal constraint
+(TDNN-F). Kaldi's learning-rate schedule per iteration
+(:mod:`kbind.train.schedule`) and dropout schedule (TDNN-F). Optimizer
+defaults are ``train_rnn.py``'s (SGD, momentum 0.5, effective learning rate
+3e-4 -> 3e-5, max-param-change 2); ``train_dnn.py``'s momentum is 0.
 Diagnostics: ``compute_prob`` lines with objective (log-probability per
 frame) and frame accuracy on held-out ("valid") and training ("train")
 utterances, per iteration and epoch, in ``<dir>/log/train.log``,
@@ -69,12 +78,12 @@ from kbind.config import parse_config, save_config  # noqa: E402
 from kbind.data.frame_egs import IGNORE, FrameEgs, FrameEgsConfig  # noqa: E402
 from kbind.decode.acoustic import AcousticModel, build_model, network_output  # noqa: E402
 from kbind.nn import BlstmConfig, TdnnConfig, TdnnfConfig  # noqa: E402
-from kbind.train import (MaxChangeStep, MetricsWriter, capture_rng_state,  # noqa: E402
-                         latest_checkpoint, load_checkpoint, restore_rng_state,
-                         save_checkpoint)
+from kbind.train import (MetricsWriter, capture_rng_state, latest_checkpoint,  # noqa: E402
+                         load_checkpoint, restore_rng_state, save_checkpoint)
 from kbind.train.checkpoint import seed_all  # noqa: E402
 from kbind.train.logging import log_to_file, progress_bar  # noqa: E402
-from kbind.train.optimizer import OptimConfig, make_optimizer, start_iteration  # noqa: E402
+from kbind.train.optimizer import (OptimConfig, make_optimizer, start_iteration,  # noqa: E402
+                                   update_after_backward)
 from kbind.train.priors import LabelPriors, pdf_counts, write_counts  # noqa: E402
 
 log = logging.getLogger("train_ce")
@@ -88,13 +97,19 @@ log = logging.getLogger("train_ce")
 class CeModelConfig:
     type: str = "blstm"                   # blstm | tdnn | tdnnf
     blstm: BlstmConfig = field(default_factory=BlstmConfig)
-    tdnn: TdnnConfig = field(default_factory=lambda: TdnnConfig(frame_subsampling_factor=1))
-    tdnnf: TdnnfConfig = field(default_factory=TdnnfConfig)
+    # CE trains the 'output' head only: no chain xent head (xent_regularize 0)
+    tdnn: TdnnConfig = field(default_factory=lambda: TdnnConfig(frame_subsampling_factor=1,
+                                                                xent_regularize=0.0))
+    tdnnf: TdnnfConfig = field(default_factory=lambda: TdnnfConfig(xent_regularize=0.0))
 
     def chosen(self):
         if self.type not in ("blstm", "tdnn", "tdnnf"):
             raise ValueError(f"model.type must be blstm, tdnn or tdnnf, got {self.type!r}")
-        return getattr(self, self.type)
+        cfg = getattr(self, self.type)
+        if getattr(cfg, "xent_regularize", 0.0) != 0.0:
+            raise ValueError(f"model.{self.type}.xent_regularize must be 0 for CE training (it "
+                             "adds the chain models' xent head, which CE does not train)")
+        return cfg
 
 
 @dataclass
@@ -142,7 +157,10 @@ class CeTrainConfig:
     model: CeModelConfig = field(default_factory=CeModelConfig)
     egs: FrameEgsConfig = field(default_factory=lambda: FrameEgsConfig(
         chunk_width="80", extra_left_context=0, extra_right_context=0, minibatch_size=64))
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(momentum=0.5))
+    # Kaldi's train_rnn.py (the BLSTM default; train_dnn.py's momentum is 0)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        momentum=0.5, initial_effective_lrate=3e-4, final_effective_lrate=3e-5,
+        max_param_change=2.0))
     align: OnTheFlyAlignConfig = field(default_factory=OnTheFlyAlignConfig)
 
 
@@ -211,7 +229,9 @@ class CeStats:
 
 
 def ce_loss(model, feats, labels, lengths):
-    """``(loss (mean over labelled frames), logprob sum, correct, frames)``."""
+    """``(loss, logprob sum, correct, frames)``: the loss is Kaldi's CE objective
+    negated, ``-sum log p(label)`` over the labelled frames (summed, not
+    averaged, so Kaldi's learning rates and L2 constants apply)."""
     logits = network_output(model, feats, lengths)
     if logits.shape[1] != labels.shape[1]:
         raise ValueError(f"model gives {logits.shape[1]} output frames for "
@@ -223,7 +243,7 @@ def ce_loss(model, feats, labels, lengths):
     picked = lp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)[mask]
     total = picked.sum()
     correct, _ = frame_accuracy(logits.detach(), labels)
-    return -total / max(n, 1), float(total.detach()), correct, n
+    return -total, float(total.detach()), correct, n
 
 
 def compute_prob(model, egs: FrameEgs, batches, device) -> CeStats:
@@ -303,7 +323,7 @@ class CeTrainer:
                             lc, rc, cfg.egs, fss, cfg.seed, self.train_utts, num_pdfs)
         self._diag_egs: Dict[str, FrameEgs] = {}
         self.optimizer = make_optimizer(self.model, cfg.optim)
-        self.step_fn = MaxChangeStep(self.optimizer, cfg.optim.max_param_change)
+        self.orth_rng = random.Random(cfg.seed + 2)     # the orthonormal constraint's draws
         self.epoch_sizes = [len(self.egs.batches(e)) for e in range(cfg.num_epochs)]
         self.total_steps = sum(self.epoch_sizes)
         if self.total_steps == 0:
@@ -377,7 +397,7 @@ class CeTrainer:
         save_checkpoint(self.dir / f"ckpt-{step}.pt", model=self.model,
                         optimizer=self.optimizer, scheduler={"num_iters": self.num_iters},
                         position={"step": step, "epoch": epoch, "index": index},
-                        rng=capture_rng_state(), extra={"progress": progress})
+                        rng=capture_rng_state(orth=self.orth_rng), extra={"progress": progress})
         ckpts = sorted(self.dir.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
         for old in ckpts[:-max(1, self.cfg.keep_checkpoints)]:
             old.unlink()
@@ -389,7 +409,7 @@ class CeTrainer:
         ck = load_checkpoint(path, map_location=self.device)
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
-        restore_rng_state(ck["rng"])
+        restore_rng_state(ck["rng"], orth=self.orth_rng)
         log.info("resumed from %s (step %d)", path, ck["position"]["step"])
         return int(ck["position"]["step"]), ck["extra"]["progress"]
 
@@ -467,7 +487,10 @@ class CeTrainer:
                     if n > 0:
                         self.optimizer.zero_grad(set_to_none=True)
                         loss.backward()
-                        self.step_fn()
+                        update_after_backward(self.model, self.optimizer, cfg.optim,
+                                              labels.shape[0],
+                                              self.schedule.l2_regularize_factor(it),
+                                              self.orth_rng)
                         interval.add(lp, correct, n)
                         epoch_st.add(lp, correct, n)
                     t_train += time.time() - t0
