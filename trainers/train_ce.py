@@ -64,7 +64,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 import torch
@@ -79,7 +79,7 @@ from kbind.data.frame_egs import IGNORE, FrameEgs, FrameEgsConfig  # noqa: E402
 from kbind.decode.acoustic import AcousticModel, build_model, network_output  # noqa: E402
 from kbind.nn import BlstmConfig, TdnnConfig, TdnnfConfig  # noqa: E402
 from kbind.train import (MetricsWriter, capture_rng_state, latest_checkpoint,  # noqa: E402
-                         load_checkpoint, restore_rng_state, save_checkpoint)
+                         load_checkpoint, restore_rng_state, save_checkpoint, split_held_out)
 from kbind.train.checkpoint import seed_all  # noqa: E402
 from kbind.train.logging import log_to_file, progress_bar  # noqa: E402
 from kbind.train.optimizer import (OptimConfig, make_optimizer, start_iteration,  # noqa: E402
@@ -298,19 +298,14 @@ class CeTrainer:
         num_pdfs = self.trans_model.num_pdfs
         feats = FeatureSource(cfg.train_data, cfg.egs.cmvn, cfg.egs.norm_vars)
         self.features = feats
-        utts = list(feats.utterances)
-        if labels is not None:
-            utts = [u for u in utts if u in labels]
-            if not utts:
-                raise ValueError(f"no utterance of {cfg.train_data} has an alignment in "
-                                 f"{cfg.ali_dir}")
-        rng = random.Random(cfg.seed)
-        shuffled = sorted(utts)
-        rng.shuffle(shuffled)
-        n_valid = min(cfg.num_valid_utts, len(utts) // 5)
-        self.valid_utts = sorted(shuffled[:n_valid])
-        self.train_utts = sorted(shuffled[n_valid:])
-        self.diag_utts = sorted(shuffled[n_valid:n_valid + cfg.num_train_diagnostic_utts])
+        if labels is not None and not any(u in labels for u in feats.utterances):
+            raise ValueError(f"no utterance of {cfg.train_data} has an alignment in "
+                             f"{cfg.ali_dir}")
+        split = split_held_out(feats.utterances, cfg.num_valid_utts,
+                               cfg.num_train_diagnostic_utts, cfg.seed,
+                               None if labels is None else labels.__contains__)
+        self.train_utts, self.valid_utts = split.train, split.valid
+        self.diag_utts = split.train_diagnostic
 
         mcfg = cfg.model.chosen()
         self.model = build_model(cfg.model.type, feats.dim, num_pdfs, mcfg).to(self.device)

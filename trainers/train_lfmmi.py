@@ -97,7 +97,7 @@ from kbind.train.optimizer import (OptimConfig, make_optimizer, start_iteration,
                                    update_after_backward)
 from kbind.train import (MetricsWriter, ObjfAccumulator, capture_rng_state,  # noqa: E402
                          latest_checkpoint, load_checkpoint, restore_rng_state,
-                         save_checkpoint)
+                         save_checkpoint, split_held_out)
 
 log = logging.getLogger("train_lfmmi")
 
@@ -315,14 +315,9 @@ class Trainer:
 
         # data: held-out valid utterances, a training diagnostic subset
         feats = FeatureSource(cfg.train_data, cfg.egs.cmvn, cfg.egs.norm_vars)
-        utts = [u for u in feats.utterances if sup.has(u)]
-        rng = random.Random(cfg.seed)
-        shuffled = utts[:]
-        rng.shuffle(shuffled)
-        n_valid = min(cfg.num_valid_utts, len(utts) // 5)
-        valid = sorted(shuffled[:n_valid])
-        train = sorted(shuffled[n_valid:])
-        diag = sorted(shuffled[n_valid:n_valid + cfg.num_train_diagnostic_utts])
+        split = split_held_out(feats.utterances, cfg.num_valid_utts,
+                               cfg.num_train_diagnostic_utts, cfg.seed, sup.has)
+        valid, train, diag = split.valid, split.train, split.train_diagnostic
 
         # model
         self.model = TDNNF(feats.dim, num_pdfs, cfg.model).to(self.device)

@@ -13,6 +13,8 @@
   backward pass (L2, max-change, batch-norm stats, orthonormal constraint);
 * :mod:`kbind.train.priors` -- label priors (``ali_train_pdf.counts``) for
   decoding CE models;
+* :mod:`kbind.train.diagnostics` -- the held-out (valid) and train-diagnostic
+  utterances, one draw for every trainer;
 * :mod:`kbind.train.checkpoint` -- atomic checkpoints with every RNG state,
   for exact resumption;
 * :mod:`kbind.train.logging` -- Kaldi-style objective lines and a metrics
@@ -21,6 +23,7 @@
 
 from .checkpoint import (atomic_save, capture_rng_state, latest_checkpoint, load_checkpoint,
                          restore_rng_state, save_checkpoint)
+from .diagnostics import HeldOutSplit, split_held_out
 from .logging import MetricsWriter, ObjfAccumulator
 from .max_change import MaxChangeStats, MaxChangeStep, add_l2_to_grads, apply_max_change
 from .optimizer import OptimConfig, make_optimizer, start_iteration, update_after_backward
@@ -32,5 +35,5 @@ __all__ = [
     "OptimConfig", "make_optimizer", "start_iteration", "update_after_backward",
     "atomic_save", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
     "capture_rng_state", "restore_rng_state",
-    "MetricsWriter", "ObjfAccumulator",
+    "MetricsWriter", "ObjfAccumulator", "HeldOutSplit", "split_held_out",
 ]
