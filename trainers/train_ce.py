@@ -78,8 +78,8 @@ from kbind.config import parse_config, save_config  # noqa: E402
 from kbind.data.frame_egs import IGNORE, FrameEgs, FrameEgsConfig  # noqa: E402
 from kbind.decode.acoustic import AcousticModel, build_model, network_output  # noqa: E402
 from kbind.nn import BlstmConfig, TdnnConfig, TdnnfConfig  # noqa: E402
-from kbind.train import (MetricsWriter, capture_rng_state, latest_checkpoint,  # noqa: E402
-                         load_checkpoint, restore_rng_state, save_checkpoint, split_held_out)
+from kbind.train import (MetricsWriter, capture_rng_state, locate_step,  # noqa: E402
+                         resume_training, save_training_checkpoint, split_held_out)
 from kbind.train.checkpoint import seed_all  # noqa: E402
 from kbind.train.logging import log_to_file, progress_bar  # noqa: E402
 from kbind.train.optimizer import (OptimConfig, make_optimizer, start_iteration,  # noqa: E402
@@ -380,32 +380,19 @@ class CeTrainer:
                              LabelPriors(counts, self.cfg.prior_smoothing))
 
     # -- checkpoints -----------------------------------------------------------------------
-    def locate(self, step: int):
-        for e, n in enumerate(self.epoch_sizes):
-            if step < n:
-                return e, step
-            step -= n
-        return len(self.epoch_sizes), 0
-
     def save(self, step: int, progress: dict) -> None:
-        epoch, index = self.locate(step)
-        save_checkpoint(self.dir / f"ckpt-{step}.pt", model=self.model,
-                        optimizer=self.optimizer, scheduler={"num_iters": self.num_iters},
-                        position={"step": step, "epoch": epoch, "index": index},
-                        rng=capture_rng_state(orth=self.orth_rng), extra={"progress": progress})
-        ckpts = sorted(self.dir.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-        for old in ckpts[:-max(1, self.cfg.keep_checkpoints)]:
-            old.unlink()
+        save_training_checkpoint(self.dir, step, self.epoch_sizes, self.cfg.keep_checkpoints,
+                                 model=self.model, optimizer=self.optimizer,
+                                 num_iters=self.num_iters,
+                                 rng=capture_rng_state(orth=self.orth_rng),
+                                 extra={"progress": progress})
 
     def restore(self):
-        path = latest_checkpoint(self.dir) if self.cfg.resume else None
-        if path is None:
+        ck = resume_training(self.dir, model=self.model, optimizer=self.optimizer,
+                             num_iters=self.num_iters, map_location=self.device,
+                             orth=self.orth_rng) if self.cfg.resume else None
+        if ck is None:
             return 0, {"epochs": []}
-        ck = load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        restore_rng_state(ck["rng"], orth=self.orth_rng)
-        log.info("resumed from %s (step %d)", path, ck["position"]["step"])
         return int(ck["position"]["step"]), ck["extra"]["progress"]
 
     # -- loop ------------------------------------------------------------------------------
@@ -462,7 +449,7 @@ class CeTrainer:
         self.model.train()
         try:
             while step < end:
-                epoch, index = self.locate(step)
+                epoch, index = locate_step(step, self.epoch_sizes)
                 epoch_start = step - index
                 epoch_end = epoch_start + self.epoch_sizes[epoch]
                 for i, (feats, labels, lengths) in self._epoch_batches(epoch, index):

@@ -96,8 +96,8 @@ from kbind.train.logging import log_to_file, progress_bar  # noqa: E402
 from kbind.train.optimizer import (OptimConfig, make_optimizer, start_iteration,  # noqa: E402
                                    update_after_backward)
 from kbind.train import (MetricsWriter, ObjfAccumulator, capture_rng_state,  # noqa: E402
-                         latest_checkpoint, load_checkpoint, restore_rng_state,
-                         save_checkpoint, split_held_out)
+                         locate_step, resume_training, save_training_checkpoint,
+                         split_held_out)
 
 log = logging.getLogger("train_lfmmi")
 
@@ -360,39 +360,23 @@ class Trainer:
                  "minibatches = %d iterations of %d", len(train), len(valid), len(diag),
                  cfg.num_epochs, self.epoch_sizes[0], self.num_iters, cfg.minibatches_per_iter)
 
-    def locate(self, step: int) -> Tuple[int, int]:
-        for e, n in enumerate(self.epoch_sizes):
-            if step < n:
-                return e, step
-            step -= n
-        raise IndexError(step)
-
     # -- checkpoints ---------------------------------------------------------------------
     def save(self, step: int, acc: ObjfAccumulator, progress: dict) -> None:
-        epoch, index = self.locate(step) if step < self.total_steps else (self.cfg.num_epochs, 0)
-        path = self.dir / f"ckpt-{step}.pt"
-        save_checkpoint(path, model=self.model, optimizer=self.optimizer,
-                        scheduler={"num_iters": self.num_iters},
-                        position={"step": step, "epoch": epoch, "index": index},
-                        rng=capture_rng_state(loss=self.loss_rng, orth=self.orth_rng),
-                        extra={"acc": acc.__dict__.copy(), "progress": progress})
-        ckpts = sorted(self.dir.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-        for old in ckpts[:-max(1, self.cfg.keep_checkpoints)]:
-            old.unlink()
+        save_training_checkpoint(self.dir, step, self.epoch_sizes, self.cfg.keep_checkpoints,
+                                 model=self.model, optimizer=self.optimizer,
+                                 num_iters=self.num_iters,
+                                 rng=capture_rng_state(loss=self.loss_rng, orth=self.orth_rng),
+                                 extra={"acc": acc.__dict__.copy(), "progress": progress})
 
     def restore(self) -> Tuple[int, ObjfAccumulator, dict]:
         acc = ObjfAccumulator()
-        path = latest_checkpoint(self.dir) if self.cfg.resume else None
-        if path is None:
+        ck = resume_training(self.dir, model=self.model, optimizer=self.optimizer,
+                             num_iters=self.num_iters, map_location=self.device,
+                             loss=self.loss_rng, orth=self.orth_rng) if self.cfg.resume else None
+        if ck is None:
             return 0, acc, {"epochs": []}
-        ck = load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        restore_rng_state(ck["rng"], loss=self.loss_rng, orth=self.orth_rng)
         acc.__dict__.update(ck["extra"]["acc"])
-        log.info("resumed from %s (step %d, epoch %d, minibatch %d)", path,
-                 ck["position"]["step"], ck["position"]["epoch"], ck["position"]["index"])
-        return int(ck["position"]["step"]), acc, ck["extra"].get("progress", {"epochs": []})
+        return int(ck["position"]["step"]), acc, ck["extra"]["progress"]
 
     # -- the loop ------------------------------------------------------------------------
     def diagnostics(self, it: int, writer: MetricsWriter) -> Dict[str, dict]:
@@ -425,7 +409,7 @@ class Trainer:
         self.model.train()
         while step < end:
             it = step // cfg.minibatches_per_iter
-            epoch, index = self.locate(step)
+            epoch, index = locate_step(step, self.epoch_sizes)
             if step % cfg.minibatches_per_iter == 0 or dataset is None:
                 lr = start_iteration(self.model, self.optimizer, self.schedule, it, cfg.optim)
                 log.info("iteration %d/%d (epoch %d): learning rate %.6g", it, self.num_iters,

@@ -22,7 +22,8 @@
 """
 
 from .checkpoint import (atomic_save, capture_rng_state, latest_checkpoint, load_checkpoint,
-                         restore_rng_state, save_checkpoint)
+                         locate_step, restore_rng_state, resume_training, save_checkpoint,
+                         save_training_checkpoint)
 from .diagnostics import HeldOutSplit, split_held_out
 from .logging import MetricsWriter, ObjfAccumulator
 from .max_change import MaxChangeStats, MaxChangeStep, add_l2_to_grads, apply_max_change
@@ -34,6 +35,7 @@ __all__ = [
     "apply_max_change", "MaxChangeStats", "MaxChangeStep", "add_l2_to_grads",
     "OptimConfig", "make_optimizer", "start_iteration", "update_after_backward",
     "atomic_save", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
-    "capture_rng_state", "restore_rng_state",
+    "capture_rng_state", "restore_rng_state", "locate_step", "save_training_checkpoint",
+    "resume_training",
     "MetricsWriter", "ObjfAccumulator", "HeldOutSplit", "split_held_out",
 ]
