@@ -78,8 +78,9 @@ from kbind.config import parse_config, save_config  # noqa: E402
 from kbind.data.frame_egs import IGNORE, FrameEgs, FrameEgsConfig  # noqa: E402
 from kbind.decode.acoustic import AcousticModel, build_model, network_output  # noqa: E402
 from kbind.nn import BlstmConfig, TdnnConfig, TdnnfConfig  # noqa: E402
-from kbind.train import (MetricsWriter, capture_rng_state, locate_step,  # noqa: E402
-                         resume_training, save_training_checkpoint, split_held_out)
+from kbind.train import (MetricsWriter, capture_rng_state, evaluating,  # noqa: E402
+                         locate_step, log_compute_prob, resume_training,
+                         save_training_checkpoint, split_held_out)
 from kbind.train.checkpoint import seed_all  # noqa: E402
 from kbind.train.logging import log_to_file, progress_bar  # noqa: E402
 from kbind.train.optimizer import (OptimConfig, make_optimizer, start_iteration,  # noqa: E402
@@ -247,15 +248,13 @@ def ce_loss(model, feats, labels, lengths):
 
 
 def compute_prob(model, egs: FrameEgs, batches, device) -> CeStats:
+    """``nnet3-compute-prob``: test-mode batch norm and dropout, no derivatives."""
     st = CeStats()
-    was = model.training
-    model.eval()
-    with torch.no_grad():
+    with evaluating(model):
         for b in batches:
             feats, labels, lengths = egs.collate(b)
             _, lp, c, n = ce_loss(model, feats.to(device), labels.to(device), lengths)
             st.add(lp, c, n)
-    model.train(was)
     return st
 
 
@@ -424,9 +423,7 @@ class CeTrainer:
             if not batches:
                 continue
             st = compute_prob(self.model, egs, batches, self.device)
-            log.info("[compute_prob_%s.%s] %s", name, tag, st.line())
-            if isinstance(tag, int):
-                writer.scalars(st.as_dict(), tag, prefix=f"{name}/")
+            log_compute_prob(log, writer, name, tag, [st.line()], st.as_dict())
             out[name] = st.as_dict()
         return out
 

@@ -96,8 +96,8 @@ from kbind.train.logging import log_to_file, progress_bar  # noqa: E402
 from kbind.train.optimizer import (OptimConfig, make_optimizer, start_iteration,  # noqa: E402
                                    update_after_backward)
 from kbind.train import (MetricsWriter, ObjfAccumulator, capture_rng_state,  # noqa: E402
-                         locate_step, resume_training, save_training_checkpoint,
-                         split_held_out)
+                         evaluating, locate_step, log_compute_prob, resume_training,
+                         save_training_checkpoint, split_held_out)
 
 log = logging.getLogger("train_lfmmi")
 
@@ -261,10 +261,8 @@ def compute_prob(model, loss_fn: ChainLoss, egs: ChainEgs, device,
                  loss_threads: int = 0) -> ObjfAccumulator:
     """``nnet3-chain-compute-prob``: test-mode batch norm and dropout, no derivatives."""
     acc = ObjfAccumulator()
-    was_training = model.training
-    model.eval()
     max_abs = 0.0
-    with torch.no_grad():
+    with evaluating(model):
         for batch in egs.batches(0):
             feats, sup, lengths = egs.collate(batch)
             out = model(feats.to(device))
@@ -272,7 +270,6 @@ def compute_prob(model, loss_fn: ChainLoss, egs: ChainEgs, device,
             with _Threads(loss_threads):
                 loss_fn(out.output, sup, out.output_xent, lengths)
             acc.add(loss_fn.last_stats)
-    model.train(was_training)
     if acc.weight > 0 and acc.objf_per_frame > 0:
         # As in Kaldi, the denominator clamps outputs to [-30, 30] and the
         # numerator does not, so outputs beyond that range can make num - den
@@ -386,9 +383,7 @@ class Trainer:
                 continue
             acc = compute_prob(self.model, self.loss_fn, egs, self.device,
                                self.cfg.loss_num_threads)
-            for line in acc.compute_prob_lines():
-                log.info("[compute_prob_%s.%d] %s", name, it, line)
-            writer.scalars(acc.as_dict(), it, prefix=f"{name}/")
+            log_compute_prob(log, writer, name, it, acc.compute_prob_lines(), acc.as_dict())
             out[name] = acc.as_dict()
         return out
 

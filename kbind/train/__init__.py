@@ -14,7 +14,7 @@
 * :mod:`kbind.train.priors` -- label priors (``ali_train_pdf.counts``) for
   decoding CE models;
 * :mod:`kbind.train.diagnostics` -- the held-out (valid) and train-diagnostic
-  utterances, one draw for every trainer;
+  utterances, one draw for every trainer, and the frame of ``compute_prob``;
 * :mod:`kbind.train.checkpoint` -- atomic checkpoints with every RNG state,
   for exact resumption;
 * :mod:`kbind.train.logging` -- Kaldi-style objective lines and a metrics
@@ -24,7 +24,7 @@
 from .checkpoint import (atomic_save, capture_rng_state, latest_checkpoint, load_checkpoint,
                          locate_step, restore_rng_state, resume_training, save_checkpoint,
                          save_training_checkpoint)
-from .diagnostics import HeldOutSplit, split_held_out
+from .diagnostics import HeldOutSplit, evaluating, log_compute_prob, split_held_out
 from .logging import MetricsWriter, ObjfAccumulator
 from .max_change import MaxChangeStats, MaxChangeStep, add_l2_to_grads, apply_max_change
 from .optimizer import OptimConfig, make_optimizer, start_iteration, update_after_backward
@@ -38,4 +38,5 @@ __all__ = [
     "capture_rng_state", "restore_rng_state", "locate_step", "save_training_checkpoint",
     "resume_training",
     "MetricsWriter", "ObjfAccumulator", "HeldOutSplit", "split_held_out",
+    "evaluating", "log_compute_prob",
 ]

@@ -10,15 +10,23 @@ holds out the same utterances in every trainer (CE on alignments, LF-MMI on
 its own supervision) whatever each can train on; the utterances without
 labels are then left out of each list. At most a fifth of the utterances is
 held out.
+
+:func:`evaluating` runs a model as ``nnet3-compute-prob`` does (test-mode
+batch norm and dropout, no derivatives); :func:`log_compute_prob` writes a
+set's lines and metrics. The objective itself is each trainer's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
 from dataclasses import dataclass
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
-__all__ = ["HeldOutSplit", "split_held_out"]
+import torch
+
+__all__ = ["HeldOutSplit", "split_held_out", "evaluating", "log_compute_prob"]
 
 
 @dataclass
@@ -48,3 +56,27 @@ def split_held_out(utterances: Iterable[str], num_valid: int, num_train_diagnost
     valid = [u for u in shuffled[:n_valid] if keep(u)]
     train = [u for u in shuffled[n_valid:] if keep(u)]
     return HeldOutSplit(sorted(train), sorted(valid), sorted(train[:num_train_diagnostic]))
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module):
+    """``with evaluating(model):`` test mode and no derivatives, the model's mode
+    restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def log_compute_prob(log: logging.Logger, writer, name: str, tag, lines: List[str],
+                     values: Dict[str, float]) -> None:
+    """``[compute_prob_<name>.<tag>] <line>`` for each line (``name``: valid or
+    train, ``tag``: the iteration or e.g. ``epoch3``); the values go to the
+    metrics log under ``<name>/`` at an integer ``tag``."""
+    for line in lines:
+        log.info("[compute_prob_%s.%s] %s", name, tag, line)
+    if isinstance(tag, int):
+        writer.scalars(values, tag, prefix=f"{name}/")

@@ -1,4 +1,5 @@
-"""The held-out (valid) and train-diagnostic utterances: one draw for every trainer."""
+"""The held-out (valid) and train-diagnostic utterances (one draw for every
+trainer) and the compute_prob mode."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from kbind.train.diagnostics import split_held_out
+from kbind.train.diagnostics import evaluating, split_held_out
 from tests.train import (make_chain_dir, make_data_dir, sample_phone_ali_from_den,
                          write_kaldi_alignments, write_phone_ali)
 from tests.train.test_train_lfmmi import _config, tl
@@ -71,3 +73,13 @@ def test_ce_and_lfmmi_hold_out_the_same_utterances(tmp_path):
     assert len(valid) == 5
     assert ce.valid_utts == [u for u in valid if u not in missing]
     assert ce.train_utts == [u for u in train if u not in missing]
+
+
+def test_evaluating_restores_the_mode_it_found():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    for training in (True, False):
+        model.train(training)
+        with pytest.raises(RuntimeError), evaluating(model):
+            assert not model.training and not torch.is_grad_enabled()
+            raise RuntimeError
+        assert model.training == training and torch.is_grad_enabled()
