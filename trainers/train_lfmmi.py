@@ -31,7 +31,8 @@ Graph dir (``--chain_dir``), as Kaldi's tree/chain dirs:
 
 Per step (``NnetChainTrainer::TrainInternal``): forward; chain objective +
 xent regulariser (:class:`kbind.chain.ChainLoss`, output l2 ``5e-5``, xent
-``0.1`` with the xent output layer's learning-rate factor ``0.5/0.1``);
+``--model.xent_regularize`` ``0.1``, which also gives the xent output layer its
+learning-rate factor ``0.5/0.1``, as Kaldi's recipes pass one variable to both);
 backward, in which every affine/linear layer's weight gradient is Kaldi's
 natural gradient (NG-SGD, :mod:`kbind.nn.natural_gradient`: input and
 output derivative preconditioned by ``OnlineNaturalGradient``, as Kaldi's
@@ -110,7 +111,8 @@ log = logging.getLogger("train_lfmmi")
 class LossConfig:
     leaky_hmm_coefficient: float = 0.1     # recipes 0.1
     l2_regularize: float = 5e-5            # chain output l2 (Kaldi's recipes)
-    xent_regularize: float = 0.1           # xent output lr factor = 0.5 / this
+    # the xent regulariser's weight is model.xent_regularize: the same number sets
+    # the xent output's learning-rate factor 0.5 / xent_regularize
     out_of_range_regularize: float = 0.01
 
 
@@ -337,7 +339,7 @@ class Trainer:
         self.orth_rng = random.Random(cfg.seed + 2)
         self.loss_fn = ChainLoss(self.graphs.den_graph.to(self.device),
                                  cfg.loss.leaky_hmm_coefficient, cfg.loss.l2_regularize,
-                                 cfg.loss.xent_regularize, cfg.loss.out_of_range_regularize,
+                                 cfg.model.xent_regularize, cfg.loss.out_of_range_regularize,
                                  rng=self.loss_rng)
         self.optimizer = make_optimizer(self.model, cfg.optim)
 
