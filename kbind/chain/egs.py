@@ -632,14 +632,19 @@ def collate_chunks(chunks: Sequence[Chunk], features: Callable[[str], np.ndarray
     """``(feats (B, T_in, F) float32, Supervision, lengths (B,) int64)``.
 
     Sequences shorter than the longest are padded at the end by repeating
-    their last frame; ``lengths`` are the output frames with supervision."""
+    their last frame; ``lengths`` are the output frames with supervision.
+    An eg whose supervision cannot be made
+    (:class:`kbind.chain.supervision_maker.SupervisionRejected`) is skipped with
+    a warning, as Kaldi's egs programs skip it; any other error (a corrupt
+    graph, with its file, key and offset) is raised."""
+    from .supervision_maker import SupervisionRejected
     if not chunks:
         raise ValueError("empty minibatch")
     kept, fsts = [], []
     for c in chunks:
         try:
             fst = sup.get(c.utt, c.start // fss, c.num_out)
-        except ValueError as e:      # Kaldi skips egs whose supervision cannot be made
+        except SupervisionRejected as e:
             log.warning("%s (frames %d..%d): no supervision (%s); eg skipped", c.utt,
                         c.start, c.start + c.width, e)
             continue
