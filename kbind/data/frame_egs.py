@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence
+from typing import List, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -179,13 +179,3 @@ class FrameEgs:
             lab_rows.append(y)
             lengths.append(self.left + c.width + self.right)
         return feats, torch.from_numpy(np.stack(lab_rows)), torch.tensor(lengths)
-
-    def num_labelled_frames(self, epoch: int) -> int:
-        return sum(-(-c.width // self.fss) for c in self.chunks(epoch))
-
-
-def pdf_labels(alignments: Mapping[str, np.ndarray], trans_model) -> Dict[str, np.ndarray]:
-    """Transition-id alignments -> pdf-id labels (``ali-to-pdf``)."""
-    from kbind.hmm.alignment import ali_to_pdf
-    return {u: np.asarray(ali_to_pdf(trans_model, a), dtype=np.int64)
-            for u, a in alignments.items()}
