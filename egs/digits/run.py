@@ -144,6 +144,10 @@ def ce_train_defaults() -> CeTrainConfig:
     (the chain frame rate), chunks of 150 input frames (50 labels) with 30 / 15
     frames of extra context, Adam, 3 epochs (sized for the 30-minute run on 2
     CPU cores; pykaldi2's 3x512 is the trainer's default).
+    The CE objective is Kaldi's, summed over frames; Adam's steps do not depend
+    on its scale (but for its epsilon), so these rates, and how often max-change
+    acts on them, are what they were with a per-frame mean. SGD would take the trainer's defaults,
+    Kaldi's train_rnn.py rates.
     dir/train_data/ali_dir come from --exp/--data."""
     return CeTrainConfig(
         dir="", train_data="", ali_dir="", num_epochs=3, minibatches_per_iter=30,
