@@ -26,7 +26,8 @@ trained (with priors from the labels seen so far) every N minibatches
 Model (``--model.type``): ``blstm`` (default; 3x512 as pykaldi2 unless
 configured; chunks with extra left/right context whose outputs are not trained,
 Kaldi's ``--chunk-left-context/--chunk-right-context``), ``tdnn`` or ``tdnnf``
-(context from the architecture, the ``output`` head trained with CE).
+(context from the architecture, the ``output`` head trained with CE; no chain
+xent head: ``xent_regularize`` must be 0).
 
 Per step (Kaldi's ``NnetTrainer::TrainInternal``): forward; Kaldi's
 cross-entropy objective, ``sum log p(label)`` over the labelled frames
@@ -43,14 +44,17 @@ defaults are ``train_rnn.py``'s (SGD, momentum 0.5, effective learning rate
 3e-4 -> 3e-5, max-param-change 2); ``train_dnn.py``'s momentum is 0.
 Diagnostics: ``compute_prob`` lines with objective (log-probability per
 frame) and frame accuracy on held-out ("valid") and training ("train")
-utterances, per iteration and epoch, in ``<dir>/log/train.log``,
-``metrics.jsonl`` and TensorBoard. Throughput is logged as iRTF (hours of
-audio per hour of training, 100 input frames per second).
+utterances, per iteration and epoch, in ``<dir>/log/train.log`` (with the
+kbind library's warnings), ``metrics.jsonl`` and TensorBoard. The held-out
+utterances are drawn by :func:`kbind.train.split_held_out` from all the
+utterances with features (with the same seed, the ones ``train_lfmmi.py``
+holds out), those without labels then left out. Throughput is logged as iRTF
+(hours of audio per hour of training, 100 input frames per second).
 
 Outputs: ``<dir>/final.pt`` (:class:`kbind.decode.acoustic.AcousticModel`:
 network, config and label priors for decoding), ``ali_train_pdf.counts``
 (Kaldi text vector), ``tree`` and ``final.trans_mdl``, ``progress.json``;
-checkpoints ``ckpt-<step>.pt`` (atomic) to resume from.
+checkpoints ``ckpt-<step>.pt`` (atomic) to resume from exactly.
 """
 
 from __future__ import annotations
@@ -78,13 +82,11 @@ from kbind.config import parse_config, save_config  # noqa: E402
 from kbind.data.frame_egs import IGNORE, FrameEgs, FrameEgsConfig  # noqa: E402
 from kbind.decode.acoustic import AcousticModel, build_model, network_output  # noqa: E402
 from kbind.nn import BlstmConfig, TdnnConfig, TdnnfConfig  # noqa: E402
-from kbind.train import (MetricsWriter, capture_rng_state, evaluating,  # noqa: E402
-                         locate_step, log_compute_prob, resume_training,
-                         save_training_checkpoint, split_held_out)
-from kbind.train.checkpoint import seed_all  # noqa: E402
-from kbind.train.logging import log_to_file, progress_bar  # noqa: E402
-from kbind.train.optimizer import (OptimConfig, make_optimizer, start_iteration,  # noqa: E402
-                                   update_after_backward)
+from kbind.train import (MetricsWriter, OptimConfig, capture_rng_state,  # noqa: E402
+                         evaluating, locate_step, log_compute_prob, log_to_file,
+                         make_optimizer, progress_bar, resume_training,
+                         save_training_checkpoint, seed_all, split_held_out, start_iteration,
+                         update_after_backward)
 from kbind.train.priors import LabelPriors, pdf_counts, write_counts  # noqa: E402
 
 log = logging.getLogger("train_ce")

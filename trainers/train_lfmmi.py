@@ -57,13 +57,18 @@ NG-SGD is on). The NG preconditioners' state is part of the model's
 ``state_dict``, so checkpoints resume exactly.
 
 Logs: ``<dir>/log/train.log`` with Kaldi's lines per iteration (average
-objective per ``print_interval`` minibatches, overall, max-change, and
-``compute_prob`` on held-out ("valid") and training ("train") diagnostic
-utterances), ``<dir>/metrics.jsonl`` (+ TensorBoard under ``<dir>/tensorboard``
-if installed), ``<dir>/progress.json`` (objf per epoch). Checkpoints
-``<dir>/ckpt-<step>.pt`` (atomic) are written every ``checkpoint_interval``
-iterations; a rerun resumes from the latest one and continues exactly as if
-uninterrupted. ``<dir>/final.pt`` holds the model (and config) at the end.
+objective per ``print_interval`` minibatches, overall, and ``compute_prob`` on
+held-out ("valid") and training ("train") diagnostic utterances), the kbind
+library's warnings (an update not applied, an eg skipped; max-change lines at
+debug level), ``<dir>/metrics.jsonl`` (+ TensorBoard under ``<dir>/tensorboard``
+if installed), ``<dir>/progress.json`` (objf per epoch). The held-out
+utterances are drawn by :func:`kbind.train.split_held_out` from all the
+utterances with features: with the same seed, the ones ``train_ce.py`` holds
+out. Checkpoints ``<dir>/ckpt-<step>.pt`` (atomic) are written every
+``checkpoint_interval`` iterations; a rerun resumes from the latest one and
+continues exactly as if uninterrupted (a checkpoint of a run with another
+number of iterations is an error). ``<dir>/final.pt`` holds the model (and
+config) at the end.
 """
 
 from __future__ import annotations
@@ -92,13 +97,11 @@ from kbind.chain.egs import (AlignmentSupervisions, ChainEgs, E2eSupervisions,  
                              EgsConfig, FeatureSource)
 from kbind.config import parse_config, save_config  # noqa: E402
 from kbind.nn import TDNNF, TdnnfConfig  # noqa: E402
-from kbind.train.checkpoint import seed_all  # noqa: E402
-from kbind.train.logging import log_to_file, progress_bar  # noqa: E402
-from kbind.train.optimizer import (OptimConfig, make_optimizer, start_iteration,  # noqa: E402
-                                   update_after_backward)
-from kbind.train import (MetricsWriter, ObjfAccumulator, capture_rng_state,  # noqa: E402
-                         evaluating, locate_step, log_compute_prob, resume_training,
-                         save_training_checkpoint, split_held_out)
+from kbind.train import (MetricsWriter, ObjfAccumulator, OptimConfig,  # noqa: E402
+                         capture_rng_state, evaluating, locate_step, log_compute_prob,
+                         log_to_file, make_optimizer, progress_bar, resume_training,
+                         save_training_checkpoint, seed_all, split_held_out, start_iteration,
+                         update_after_backward)
 
 log = logging.getLogger("train_lfmmi")
 

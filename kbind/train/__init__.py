@@ -23,9 +23,9 @@
 
 from .checkpoint import (atomic_save, capture_rng_state, latest_checkpoint, load_checkpoint,
                          locate_step, restore_rng_state, resume_training, save_checkpoint,
-                         save_training_checkpoint)
+                         save_training_checkpoint, seed_all)
 from .diagnostics import HeldOutSplit, evaluating, log_compute_prob, split_held_out
-from .logging import MetricsWriter, ObjfAccumulator
+from .logging import MetricsWriter, ObjfAccumulator, log_to_file, progress_bar
 from .max_change import MaxChangeStats, MaxChangeStep, add_l2_to_grads, apply_max_change
 from .optimizer import OptimConfig, make_optimizer, start_iteration, update_after_backward
 from .schedule import LearningRateSchedule, get_learning_rate
@@ -35,8 +35,8 @@ __all__ = [
     "apply_max_change", "MaxChangeStats", "MaxChangeStep", "add_l2_to_grads",
     "OptimConfig", "make_optimizer", "start_iteration", "update_after_backward",
     "atomic_save", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
-    "capture_rng_state", "restore_rng_state", "locate_step", "save_training_checkpoint",
-    "resume_training",
-    "MetricsWriter", "ObjfAccumulator", "HeldOutSplit", "split_held_out",
-    "evaluating", "log_compute_prob",
+    "capture_rng_state", "restore_rng_state", "seed_all", "locate_step",
+    "save_training_checkpoint", "resume_training",
+    "MetricsWriter", "ObjfAccumulator", "log_to_file", "progress_bar",
+    "HeldOutSplit", "split_held_out", "evaluating", "log_compute_prob",
 ]
