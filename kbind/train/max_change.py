@@ -38,7 +38,9 @@ state (momentum buffers, Adam moments and step counts) exactly as they were,
 so the next step is the one an optimizer that never saw the minibatch would
 take. (Kaldi zeroes its momentum ``delta`` after a failed update, since the
 bad gradient is already in it; here it never enters the state.) The state is
-copied before every step to make that possible.
+copied before every step to make that possible. NG-SGD layers pass a
+non-finite gradient on without preconditioning it, their state unchanged
+(:mod:`kbind.nn.natural_gradient`).
 
 L2 (:func:`add_l2_to_grads`) is added to the gradients before the step, which
 for SGD is exactly Kaldi's ``delta`` term (for adaptive optimizers it is

@@ -169,3 +169,45 @@ def test_step_that_overflows_is_dropped_and_its_state_restored():
     assert st.skipped
     assert torch.equal(p.detach(), before[0])
     assert torch.equal(opt.state[p]["momentum_buffer"], before[1])
+
+
+def _ng_model():
+    from kbind.nn import NaturalGradientLinear
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(NaturalGradientLinear(6, 8, max_change=0.75), torch.nn.ReLU(),
+                                NaturalGradientLinear(8, 5, max_change=0.75))
+    from kbind.nn import component_param_groups
+    opt = torch.optim.SGD(component_param_groups(model), lr=0.01, momentum=0.5)
+    return model, opt
+
+
+def _ng_backward(model, seed, bad=None):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(20, 6, generator=g)
+    out = model(x)
+    grad = torch.randn(out.shape, generator=g)
+    if bad is not None:
+        grad[3, 1] = bad
+    model.zero_grad(set_to_none=True)
+    out.backward(grad)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_nonfinite_gradient_through_natural_gradient_layers(bad):
+    """With NG-SGD (the default) a non-finite output derivative reaches the
+    update as a non-finite gradient, with the preconditioners' state untouched,
+    and is dropped whole: the next step is the one of a twin that never saw it."""
+    model, opt = _ng_model()
+    twin, twin_opt = _ng_model()
+    for step in range(3):
+        for m, o in ((model, opt), (twin, twin_opt)):
+            _ng_backward(m, step)
+            MaxChangeStep(o, max_param_change=2.0)()
+    before = _state(model, opt)
+    _ng_backward(model, 10, bad=bad)
+    assert MaxChangeStep(opt, max_param_change=2.0)().skipped
+    _assert_same(_state(model, opt), before)          # preconditioner buffers included
+    for m, o in ((model, opt), (twin, twin_opt)):
+        _ng_backward(m, 11)
+        assert not MaxChangeStep(o, max_param_change=2.0)().skipped
+    _assert_same(_state(model, opt), _state(twin, twin_opt))
