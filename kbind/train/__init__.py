@@ -16,7 +16,8 @@
 * :mod:`kbind.train.diagnostics` -- the held-out (valid) and train-diagnostic
   utterances, one draw for every trainer, and the frame of ``compute_prob``;
 * :mod:`kbind.train.checkpoint` -- atomic checkpoints with every RNG state,
-  for exact resumption;
+  for exact resumption, and the trainers' ``ckpt-<step>.pt`` bookkeeping
+  (data position, pruning, resuming);
 * :mod:`kbind.train.logging` -- Kaldi-style objective lines and a metrics
   log (TensorBoard, or JSONL when TensorBoard is not installed).
 """
