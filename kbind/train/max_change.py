@@ -166,12 +166,16 @@ def add_l2_to_grads(param_groups: Sequence[dict], num_sequences: int,
 
 def _first_nonfinite_grad(groups: Sequence[dict]) -> Optional[int]:
     """Index of the first group with a non-finite gradient (one device sync)."""
-    flags = []
-    for g in groups:
-        grads = [p.grad for p in g["params"] if p.grad is not None]
-        flags.append(torch.stack([torch.isfinite(x).all() for x in grads]).all().cpu()
-                     if grads else torch.tensor(True))
-    return next((i for i, ok in enumerate(torch.stack(flags).tolist()) if not ok), None)
+    owners, flags = [], []
+    for i, g in enumerate(groups):
+        for p in g["params"]:
+            if p.grad is not None:
+                owners.append(i)
+                flags.append(torch.isfinite(p.grad).all())
+    if not flags:
+        return None
+    finite = torch.stack([f.to(flags[0].device) for f in flags]).tolist()
+    return next((i for i, ok in zip(owners, finite) if not ok), None)
 
 
 def _copy_state(optimizer: torch.optim.Optimizer) -> Dict[torch.Tensor, dict]:
