@@ -26,22 +26,35 @@ trained (with priors from the labels seen so far) every N minibatches
 Model (``--model.type``): ``blstm`` (default; 3x512 as pykaldi2 unless
 configured; chunks with extra left/right context whose outputs are not trained,
 Kaldi's ``--chunk-left-context/--chunk-right-context``), ``tdnn`` or ``tdnnf``
-(context from the architecture, the ``output`` head trained with CE).
+(context from the architecture, the ``output`` head trained with CE; no chain
+xent head: ``xent_regularize`` must be 0).
 
-Per step: forward; cross-entropy over labelled frames (mean per frame);
-backward; optimizer step (SGD with Kaldi's momentum convention, or Adam) under
-per-component and global max-change (:class:`kbind.train.MaxChangeStep`);
-Kaldi's learning-rate schedule per iteration (:mod:`kbind.train.schedule`).
+Per step (Kaldi's ``NnetTrainer::TrainInternal``): forward; Kaldi's
+cross-entropy objective, ``sum log p(label)`` over the labelled frames
+(summed, as Kaldi's, so its learning rates and L2 constants mean the same;
+logs report it per frame); backward; then
+:func:`kbind.train.update_after_backward`, the step every kbind trainer
+takes: parameter L2 (``2 * S * l2 / num_jobs``, S chunks per minibatch),
+optimizer step (SGD with Kaldi's momentum convention, or Adam) under
+per-component and global max-change (an update with a non-finite change is
+dropped, with a warning), batch-norm stats x0.8, semi-orthogonal constraint
+(TDNN-F). Kaldi's learning-rate schedule per iteration
+(:mod:`kbind.train.schedule`) and dropout schedule (TDNN-F). Optimizer
+defaults are ``train_rnn.py``'s (SGD, momentum 0.5, effective learning rate
+3e-4 -> 3e-5, max-param-change 2); ``train_dnn.py``'s momentum is 0.
 Diagnostics: ``compute_prob`` lines with objective (log-probability per
 frame) and frame accuracy on held-out ("valid") and training ("train")
-utterances, per iteration and epoch, in ``<dir>/log/train.log``,
-``metrics.jsonl`` and TensorBoard. Throughput is logged as iRTF (hours of
-audio per hour of training, 100 input frames per second).
+utterances, per iteration and epoch, in ``<dir>/log/train.log`` (with the
+kbind library's warnings), ``metrics.jsonl`` and TensorBoard. The held-out
+utterances are drawn by :func:`kbind.train.split_held_out` from all the
+utterances with features (with the same seed, the ones ``train_lfmmi.py``
+holds out), those without labels then left out. Throughput is logged as iRTF
+(hours of audio per hour of training, 100 input frames per second).
 
 Outputs: ``<dir>/final.pt`` (:class:`kbind.decode.acoustic.AcousticModel`:
 network, config and label priors for decoding), ``ali_train_pdf.counts``
 (Kaldi text vector), ``tree`` and ``final.trans_mdl``, ``progress.json``;
-checkpoints ``ckpt-<step>.pt`` (atomic) to resume from.
+checkpoints ``ckpt-<step>.pt`` (atomic) to resume from exactly.
 """
 
 from __future__ import annotations
@@ -55,7 +68,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 import torch
@@ -69,12 +82,11 @@ from kbind.config import parse_config, save_config  # noqa: E402
 from kbind.data.frame_egs import IGNORE, FrameEgs, FrameEgsConfig  # noqa: E402
 from kbind.decode.acoustic import AcousticModel, build_model, network_output  # noqa: E402
 from kbind.nn import BlstmConfig, TdnnConfig, TdnnfConfig  # noqa: E402
-from kbind.train import (LearningRateSchedule, MaxChangeStep, MetricsWriter,  # noqa: E402
-                         capture_rng_state, latest_checkpoint, load_checkpoint,
-                         restore_rng_state, save_checkpoint)
-from kbind.train.checkpoint import seed_all  # noqa: E402
-from kbind.train.logging import log_to_file, progress_bar  # noqa: E402
-from kbind.train.optimizer import make_optimizer, set_learning_rate  # noqa: E402
+from kbind.train import (MetricsWriter, OptimConfig, capture_rng_state,  # noqa: E402
+                         evaluating, locate_step, log_compute_prob, log_to_file,
+                         make_optimizer, progress_bar, resume_training,
+                         save_training_checkpoint, seed_all, split_held_out, start_iteration,
+                         update_after_backward)
 from kbind.train.priors import LabelPriors, pdf_counts, write_counts  # noqa: E402
 
 log = logging.getLogger("train_ce")
@@ -88,24 +100,19 @@ log = logging.getLogger("train_ce")
 class CeModelConfig:
     type: str = "blstm"                   # blstm | tdnn | tdnnf
     blstm: BlstmConfig = field(default_factory=BlstmConfig)
-    tdnn: TdnnConfig = field(default_factory=lambda: TdnnConfig(frame_subsampling_factor=1))
-    tdnnf: TdnnfConfig = field(default_factory=TdnnfConfig)
+    # CE trains the 'output' head only: no chain xent head (xent_regularize 0)
+    tdnn: TdnnConfig = field(default_factory=lambda: TdnnConfig(frame_subsampling_factor=1,
+                                                                xent_regularize=0.0))
+    tdnnf: TdnnfConfig = field(default_factory=lambda: TdnnfConfig(xent_regularize=0.0))
 
     def chosen(self):
         if self.type not in ("blstm", "tdnn", "tdnnf"):
             raise ValueError(f"model.type must be blstm, tdnn or tdnnf, got {self.type!r}")
-        return getattr(self, self.type)
-
-
-@dataclass
-class CeOptimConfig:
-    optimizer: str = "sgd"                # sgd | adam
-    momentum: float = 0.5                 # Kaldi's train_rnn.py default
-    initial_effective_lrate: float = 3e-4
-    final_effective_lrate: float = 3e-5
-    num_jobs: int = 1
-    max_param_change: float = 2.0
-    adam_betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+        cfg = getattr(self, self.type)
+        if getattr(cfg, "xent_regularize", 0.0) != 0.0:
+            raise ValueError(f"model.{self.type}.xent_regularize must be 0 for CE training (it "
+                             "adds the chain models' xent head, which CE does not train)")
+        return cfg
 
 
 @dataclass
@@ -153,7 +160,10 @@ class CeTrainConfig:
     model: CeModelConfig = field(default_factory=CeModelConfig)
     egs: FrameEgsConfig = field(default_factory=lambda: FrameEgsConfig(
         chunk_width="80", extra_left_context=0, extra_right_context=0, minibatch_size=64))
-    optim: CeOptimConfig = field(default_factory=CeOptimConfig)
+    # Kaldi's train_rnn.py (the BLSTM default; train_dnn.py's momentum is 0)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        momentum=0.5, initial_effective_lrate=3e-4, final_effective_lrate=3e-5,
+        max_param_change=2.0))
     align: OnTheFlyAlignConfig = field(default_factory=OnTheFlyAlignConfig)
 
 
@@ -222,7 +232,9 @@ class CeStats:
 
 
 def ce_loss(model, feats, labels, lengths):
-    """``(loss (mean over labelled frames), logprob sum, correct, frames)``."""
+    """``(loss, logprob sum, correct, frames)``: the loss is Kaldi's CE objective
+    negated, ``-sum log p(label)`` over the labelled frames (summed, not
+    averaged, so Kaldi's learning rates and L2 constants apply)."""
     logits = network_output(model, feats, lengths)
     if logits.shape[1] != labels.shape[1]:
         raise ValueError(f"model gives {logits.shape[1]} output frames for "
@@ -234,19 +246,17 @@ def ce_loss(model, feats, labels, lengths):
     picked = lp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)[mask]
     total = picked.sum()
     correct, _ = frame_accuracy(logits.detach(), labels)
-    return -total / max(n, 1), float(total.detach()), correct, n
+    return -total, float(total.detach()), correct, n
 
 
 def compute_prob(model, egs: FrameEgs, batches, device) -> CeStats:
+    """``nnet3-compute-prob``: test-mode batch norm and dropout, no derivatives."""
     st = CeStats()
-    was = model.training
-    model.eval()
-    with torch.no_grad():
+    with evaluating(model):
         for b in batches:
             feats, labels, lengths = egs.collate(b)
             _, lp, c, n = ce_loss(model, feats.to(device), labels.to(device), lengths)
             st.add(lp, c, n)
-    model.train(was)
     return st
 
 
@@ -289,19 +299,14 @@ class CeTrainer:
         num_pdfs = self.trans_model.num_pdfs
         feats = FeatureSource(cfg.train_data, cfg.egs.cmvn, cfg.egs.norm_vars)
         self.features = feats
-        utts = list(feats.utterances)
-        if labels is not None:
-            utts = [u for u in utts if u in labels]
-            if not utts:
-                raise ValueError(f"no utterance of {cfg.train_data} has an alignment in "
-                                 f"{cfg.ali_dir}")
-        rng = random.Random(cfg.seed)
-        shuffled = sorted(utts)
-        rng.shuffle(shuffled)
-        n_valid = min(cfg.num_valid_utts, len(utts) // 5)
-        self.valid_utts = sorted(shuffled[:n_valid])
-        self.train_utts = sorted(shuffled[n_valid:])
-        self.diag_utts = sorted(shuffled[n_valid:n_valid + cfg.num_train_diagnostic_utts])
+        if labels is not None and not any(u in labels for u in feats.utterances):
+            raise ValueError(f"no utterance of {cfg.train_data} has an alignment in "
+                             f"{cfg.ali_dir}")
+        split = split_held_out(feats.utterances, cfg.num_valid_utts,
+                               cfg.num_train_diagnostic_utts, cfg.seed,
+                               None if labels is None else labels.__contains__)
+        self.train_utts, self.valid_utts = split.train, split.valid
+        self.diag_utts = split.train_diagnostic
 
         mcfg = cfg.model.chosen()
         self.model = build_model(cfg.model.type, feats.dim, num_pdfs, mcfg).to(self.device)
@@ -313,18 +318,14 @@ class CeTrainer:
                             dict.fromkeys(self.train_utts),
                             lc, rc, cfg.egs, fss, cfg.seed, self.train_utts, num_pdfs)
         self._diag_egs: Dict[str, FrameEgs] = {}
-        o = cfg.optim
-        self.optimizer = make_optimizer(self.model, o.optimizer, o.initial_effective_lrate,
-                                        o.momentum, o.adam_betas)
-        self.step_fn = MaxChangeStep(self.optimizer, cfg.optim.max_param_change)
+        self.optimizer = make_optimizer(self.model, cfg.optim)
+        self.orth_rng = random.Random(cfg.seed + 2)     # the orthonormal constraint's draws
         self.epoch_sizes = [len(self.egs.batches(e)) for e in range(cfg.num_epochs)]
         self.total_steps = sum(self.epoch_sizes)
         if self.total_steps == 0:
             raise ValueError("no minibatches: no utterance long enough")
         self.num_iters = max(1, math.ceil(self.total_steps / cfg.minibatches_per_iter))
-        self.schedule = LearningRateSchedule(cfg.optim.initial_effective_lrate,
-                                             cfg.optim.final_effective_lrate, self.num_iters,
-                                             cfg.optim.num_jobs)
+        self.schedule = cfg.optim.schedule(self.num_iters)
         nparams = sum(p.numel() for p in self.model.parameters())
         log.info("model: %s, %d parameters, context %d/%d (+ extra %d/%d), frame subsampling "
                  "%d, %d pdfs; feat dim %d", cfg.model.type, nparams, lc, rc,
@@ -380,32 +381,19 @@ class CeTrainer:
                              LabelPriors(counts, self.cfg.prior_smoothing))
 
     # -- checkpoints -----------------------------------------------------------------------
-    def locate(self, step: int):
-        for e, n in enumerate(self.epoch_sizes):
-            if step < n:
-                return e, step
-            step -= n
-        return len(self.epoch_sizes), 0
-
     def save(self, step: int, progress: dict) -> None:
-        epoch, index = self.locate(step)
-        save_checkpoint(self.dir / f"ckpt-{step}.pt", model=self.model,
-                        optimizer=self.optimizer, scheduler={"num_iters": self.num_iters},
-                        position={"step": step, "epoch": epoch, "index": index},
-                        rng=capture_rng_state(), extra={"progress": progress})
-        ckpts = sorted(self.dir.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-        for old in ckpts[:-max(1, self.cfg.keep_checkpoints)]:
-            old.unlink()
+        save_training_checkpoint(self.dir, step, self.epoch_sizes, self.cfg.keep_checkpoints,
+                                 model=self.model, optimizer=self.optimizer,
+                                 num_iters=self.num_iters,
+                                 rng=capture_rng_state(orth=self.orth_rng),
+                                 extra={"progress": progress})
 
     def restore(self):
-        path = latest_checkpoint(self.dir) if self.cfg.resume else None
-        if path is None:
+        ck = resume_training(self.dir, model=self.model, optimizer=self.optimizer,
+                             num_iters=self.num_iters, map_location=self.device,
+                             orth=self.orth_rng) if self.cfg.resume else None
+        if ck is None:
             return 0, {"epochs": []}
-        ck = load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        restore_rng_state(ck["rng"])
-        log.info("resumed from %s (step %d)", path, ck["position"]["step"])
         return int(ck["position"]["step"]), ck["extra"]["progress"]
 
     # -- loop ------------------------------------------------------------------------------
@@ -437,9 +425,7 @@ class CeTrainer:
             if not batches:
                 continue
             st = compute_prob(self.model, egs, batches, self.device)
-            log.info("[compute_prob_%s.%s] %s", name, tag, st.line())
-            if isinstance(tag, int):
-                writer.scalars(st.as_dict(), tag, prefix=f"{name}/")
+            log_compute_prob(log, writer, name, tag, [st.line()], st.as_dict())
             out[name] = st.as_dict()
         return out
 
@@ -462,7 +448,7 @@ class CeTrainer:
         self.model.train()
         try:
             while step < end:
-                epoch, index = self.locate(step)
+                epoch, index = locate_step(step, self.epoch_sizes)
                 epoch_start = step - index
                 epoch_end = epoch_start + self.epoch_sizes[epoch]
                 for i, (feats, labels, lengths) in self._epoch_batches(epoch, index):
@@ -471,9 +457,8 @@ class CeTrainer:
                         break
                     it = s // cfg.minibatches_per_iter
                     if s % cfg.minibatches_per_iter == 0 or first:
-                        lr = self.schedule.learning_rate(it)
-                        set_learning_rate(self.optimizer, lr, cfg.optim.optimizer,
-                                          cfg.optim.momentum)
+                        lr = start_iteration(self.model, self.optimizer, self.schedule, it,
+                                             cfg.optim)
                         writer.scalar("lr", lr, it)
                         first = False
                     step = s + 1
@@ -483,7 +468,10 @@ class CeTrainer:
                     if n > 0:
                         self.optimizer.zero_grad(set_to_none=True)
                         loss.backward()
-                        self.step_fn()
+                        update_after_backward(self.model, self.optimizer, cfg.optim,
+                                              labels.shape[0],
+                                              self.schedule.l2_regularize_factor(it),
+                                              self.orth_rng)
                         interval.add(lp, correct, n)
                         epoch_st.add(lp, correct, n)
                     t_train += time.time() - t0

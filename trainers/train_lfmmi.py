@@ -31,15 +31,18 @@ Graph dir (``--chain_dir``), as Kaldi's tree/chain dirs:
 
 Per step (``NnetChainTrainer::TrainInternal``): forward; chain objective +
 xent regulariser (:class:`kbind.chain.ChainLoss`, output l2 ``5e-5``, xent
-``0.1`` with the xent output layer's learning-rate factor ``0.5/0.1``);
+``--model.xent_regularize`` ``0.1``, which also gives the xent output layer its
+learning-rate factor ``0.5/0.1``, as Kaldi's recipes pass one variable to both);
 backward, in which every affine/linear layer's weight gradient is Kaldi's
 natural gradient (NG-SGD, :mod:`kbind.nn.natural_gradient`: input and
 output derivative preconditioned by ``OnlineNaturalGradient``, as Kaldi's
-TDNN-F recipes; ``--model.natural_gradient false`` gives plain SGD); parameter
-L2 (``2 * S * l2 / num_jobs``, not preconditioned); optimizer step under
-per-component and global max-change (:class:`kbind.train.MaxChangeStep`);
-batch-norm stats x0.8; semi-orthogonal constraint (each constrained layer
-with probability 1/4). No other gradient clipping.
+TDNN-F recipes; ``--model.natural_gradient false`` gives plain SGD); then
+:func:`kbind.train.update_after_backward`, the step every kbind trainer takes
+after backward: parameter L2 (``2 * S * l2 / num_jobs``, not preconditioned),
+optimizer step under per-component and global max-change (an update with a
+non-finite change is dropped, with a warning), batch-norm stats x0.8,
+semi-orthogonal constraint (each constrained layer with probability 1/4). No
+other gradient clipping.
 
 Learning rate: Kaldi's ``get_learning_rate`` per iteration (an iteration =
 ``--minibatches_per_iter`` minibatches, Kaldi's "archive" per job): the
@@ -54,13 +57,18 @@ NG-SGD is on). The NG preconditioners' state is part of the model's
 ``state_dict``, so checkpoints resume exactly.
 
 Logs: ``<dir>/log/train.log`` with Kaldi's lines per iteration (average
-objective per ``print_interval`` minibatches, overall, max-change, and
-``compute_prob`` on held-out ("valid") and training ("train") diagnostic
-utterances), ``<dir>/metrics.jsonl`` (+ TensorBoard under ``<dir>/tensorboard``
-if installed), ``<dir>/progress.json`` (objf per epoch). Checkpoints
-``<dir>/ckpt-<step>.pt`` (atomic) are written every ``checkpoint_interval``
-iterations; a rerun resumes from the latest one and continues exactly as if
-uninterrupted. ``<dir>/final.pt`` holds the model (and config) at the end.
+objective per ``print_interval`` minibatches, overall, and ``compute_prob`` on
+held-out ("valid") and training ("train") diagnostic utterances), the kbind
+library's warnings (an update not applied, an eg skipped; max-change lines at
+debug level), ``<dir>/metrics.jsonl`` (+ TensorBoard under ``<dir>/tensorboard``
+if installed), ``<dir>/progress.json`` (objf per epoch). The held-out
+utterances are drawn by :func:`kbind.train.split_held_out` from all the
+utterances with features: with the same seed, the ones ``train_ce.py`` holds
+out. Checkpoints ``<dir>/ckpt-<step>.pt`` (atomic) are written every
+``checkpoint_interval`` iterations; a rerun resumes from the latest one and
+continues exactly as if uninterrupted (a checkpoint of a run with another
+number of iterations is an error). ``<dir>/final.pt`` holds the model (and
+config) at the end.
 """
 
 from __future__ import annotations
@@ -88,17 +96,12 @@ from kbind.chain import ChainLoss, DenominatorGraph  # noqa: E402
 from kbind.chain.egs import (AlignmentSupervisions, ChainEgs, E2eSupervisions,  # noqa: E402
                              EgsConfig, FeatureSource)
 from kbind.config import parse_config, save_config  # noqa: E402
-from kbind.nn import (TDNNF, TdnnfConfig, apply_orthonormal_constraints,  # noqa: E402
-                      dropout_proportions, scale_batchnorm_stats,
-                      set_dropout_proportions)
-from kbind.train.checkpoint import seed_all  # noqa: E402
-from kbind.train.logging import log_to_file, progress_bar  # noqa: E402
-from kbind.train.optimizer import make_optimizer as _make_optimizer  # noqa: E402
-from kbind.train.optimizer import set_learning_rate as _set_learning_rate  # noqa: E402
-from kbind.train import (LearningRateSchedule, MaxChangeStep, MetricsWriter,  # noqa: E402
-                         ObjfAccumulator, add_l2_to_grads, capture_rng_state,
-                         latest_checkpoint, load_checkpoint, restore_rng_state,
-                         save_checkpoint)
+from kbind.nn import TDNNF, TdnnfConfig  # noqa: E402
+from kbind.train import (MetricsWriter, ObjfAccumulator, OptimConfig,  # noqa: E402
+                         capture_rng_state, evaluating, locate_step, log_compute_prob,
+                         log_to_file, make_optimizer, progress_bar, resume_training,
+                         save_training_checkpoint, seed_all, split_held_out, start_iteration,
+                         update_after_backward)
 
 log = logging.getLogger("train_lfmmi")
 
@@ -111,23 +114,9 @@ log = logging.getLogger("train_lfmmi")
 class LossConfig:
     leaky_hmm_coefficient: float = 0.1     # recipes 0.1
     l2_regularize: float = 5e-5            # chain output l2 (Kaldi's recipes)
-    xent_regularize: float = 0.1           # xent output lr factor = 0.5 / this
+    # the xent regulariser's weight is model.xent_regularize: the same number sets
+    # the xent output's learning-rate factor 0.5 / xent_regularize
     out_of_range_regularize: float = 0.01
-
-
-@dataclass
-class OptimConfig:
-    optimizer: str = "sgd"                 # sgd | adam (NG-SGD: model.natural_gradient)
-    momentum: float = 0.0                  # Kaldi's --trainer.momentum
-    initial_effective_lrate: float = 1e-3
-    final_effective_lrate: float = 1e-4
-    num_jobs: int = 1                      # Kaldi's num_jobs_initial (scales the lr)
-    num_jobs_final: int = 0                # Kaldi's num_jobs_final (0: = num_jobs)
-    max_param_change: float = 2.0          # global max-change
-    batchnorm_stats_scale: float = 0.8
-    dropout_schedule: str = ""             # e.g. 0,0@0.20,0.5@0.50,0
-    orthonormal_constraint: bool = True
-    adam_betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
 
 
 @dataclass
@@ -160,7 +149,8 @@ class TrainConfig:
     model: TdnnfConfig = field(default_factory=TdnnfConfig)
     egs: EgsConfig = field(default_factory=lambda: EgsConfig(minibatch_size="64"))
     loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        initial_effective_lrate=1e-3, final_effective_lrate=1e-4))
 
 
 # ---------------------------------------------------------------------------------------
@@ -256,15 +246,6 @@ def e2e_supervisions(chain_dir, graphs: ChainGraphs, data_dir=None) -> E2eSuperv
 # Training
 # ---------------------------------------------------------------------------------------
 
-def make_optimizer(model, cfg: OptimConfig):
-    return _make_optimizer(model, cfg.optimizer, cfg.initial_effective_lrate, cfg.momentum,
-                           cfg.adam_betas)
-
-
-def set_learning_rate(optimizer, lr: float, cfg: OptimConfig) -> None:
-    _set_learning_rate(optimizer, lr, cfg.optimizer, cfg.momentum)
-
-
 class _Threads:
     """``with _Threads(n):`` run with ``n`` torch threads (0: unchanged)."""
 
@@ -285,10 +266,8 @@ def compute_prob(model, loss_fn: ChainLoss, egs: ChainEgs, device,
                  loss_threads: int = 0) -> ObjfAccumulator:
     """``nnet3-chain-compute-prob``: test-mode batch norm and dropout, no derivatives."""
     acc = ObjfAccumulator()
-    was_training = model.training
-    model.eval()
     max_abs = 0.0
-    with torch.no_grad():
+    with evaluating(model):
         for batch in egs.batches(0):
             feats, sup, lengths = egs.collate(batch)
             out = model(feats.to(device))
@@ -296,7 +275,6 @@ def compute_prob(model, loss_fn: ChainLoss, egs: ChainEgs, device,
             with _Threads(loss_threads):
                 loss_fn(out.output, sup, out.output_xent, lengths)
             acc.add(loss_fn.last_stats)
-    model.train(was_training)
     if acc.weight > 0 and acc.objf_per_frame > 0:
         # As in Kaldi, the denominator clamps outputs to [-30, 30] and the
         # numerator does not, so outputs beyond that range can make num - den
@@ -339,14 +317,9 @@ class Trainer:
 
         # data: held-out valid utterances, a training diagnostic subset
         feats = FeatureSource(cfg.train_data, cfg.egs.cmvn, cfg.egs.norm_vars)
-        utts = [u for u in feats.utterances if sup.has(u)]
-        rng = random.Random(cfg.seed)
-        shuffled = utts[:]
-        rng.shuffle(shuffled)
-        n_valid = min(cfg.num_valid_utts, len(utts) // 5)
-        valid = sorted(shuffled[:n_valid])
-        train = sorted(shuffled[n_valid:])
-        diag = sorted(shuffled[n_valid:n_valid + cfg.num_train_diagnostic_utts])
+        split = split_held_out(feats.utterances, cfg.num_valid_utts,
+                               cfg.num_train_diagnostic_utts, cfg.seed, sup.has)
+        valid, train, diag = split.valid, split.train, split.train_diagnostic
 
         # model
         self.model = TDNNF(feats.dim, num_pdfs, cfg.model).to(self.device)
@@ -369,10 +342,9 @@ class Trainer:
         self.orth_rng = random.Random(cfg.seed + 2)
         self.loss_fn = ChainLoss(self.graphs.den_graph.to(self.device),
                                  cfg.loss.leaky_hmm_coefficient, cfg.loss.l2_regularize,
-                                 cfg.loss.xent_regularize, cfg.loss.out_of_range_regularize,
+                                 cfg.model.xent_regularize, cfg.loss.out_of_range_regularize,
                                  rng=self.loss_rng)
         self.optimizer = make_optimizer(self.model, cfg.optim)
-        self.step_fn = MaxChangeStep(self.optimizer, cfg.optim.max_param_change)
 
         # the minibatch stream: epochs concatenated, iterations of a fixed size
         self.epoch_sizes = [len(self.egs.batches(e)) for e in range(cfg.num_epochs)]
@@ -380,9 +352,7 @@ class Trainer:
         if self.total_steps == 0:
             raise ValueError("no minibatches: too few utterances for the minibatch size")
         self.num_iters = max(1, math.ceil(self.total_steps / cfg.minibatches_per_iter))
-        self.schedule = LearningRateSchedule(cfg.optim.initial_effective_lrate,
-                                             cfg.optim.final_effective_lrate, self.num_iters,
-                                             cfg.optim.num_jobs, cfg.optim.num_jobs_final)
+        self.schedule = cfg.optim.schedule(self.num_iters)
         nparams = sum(p.numel() for p in self.model.parameters())
         log.info("model: TDNN-F, %d parameters, context %d/%d, %d pdfs; feat dim %d; "
                  "natural gradient %s", nparams, lc, rc, num_pdfs, feats.dim,
@@ -392,39 +362,23 @@ class Trainer:
                  "minibatches = %d iterations of %d", len(train), len(valid), len(diag),
                  cfg.num_epochs, self.epoch_sizes[0], self.num_iters, cfg.minibatches_per_iter)
 
-    def locate(self, step: int) -> Tuple[int, int]:
-        for e, n in enumerate(self.epoch_sizes):
-            if step < n:
-                return e, step
-            step -= n
-        raise IndexError(step)
-
     # -- checkpoints ---------------------------------------------------------------------
     def save(self, step: int, acc: ObjfAccumulator, progress: dict) -> None:
-        epoch, index = self.locate(step) if step < self.total_steps else (self.cfg.num_epochs, 0)
-        path = self.dir / f"ckpt-{step}.pt"
-        save_checkpoint(path, model=self.model, optimizer=self.optimizer,
-                        scheduler={"num_iters": self.num_iters},
-                        position={"step": step, "epoch": epoch, "index": index},
-                        rng=capture_rng_state(loss=self.loss_rng, orth=self.orth_rng),
-                        extra={"acc": acc.__dict__.copy(), "progress": progress})
-        ckpts = sorted(self.dir.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-        for old in ckpts[:-max(1, self.cfg.keep_checkpoints)]:
-            old.unlink()
+        save_training_checkpoint(self.dir, step, self.epoch_sizes, self.cfg.keep_checkpoints,
+                                 model=self.model, optimizer=self.optimizer,
+                                 num_iters=self.num_iters,
+                                 rng=capture_rng_state(loss=self.loss_rng, orth=self.orth_rng),
+                                 extra={"acc": acc.__dict__.copy(), "progress": progress})
 
     def restore(self) -> Tuple[int, ObjfAccumulator, dict]:
         acc = ObjfAccumulator()
-        path = latest_checkpoint(self.dir) if self.cfg.resume else None
-        if path is None:
+        ck = resume_training(self.dir, model=self.model, optimizer=self.optimizer,
+                             num_iters=self.num_iters, map_location=self.device,
+                             loss=self.loss_rng, orth=self.orth_rng) if self.cfg.resume else None
+        if ck is None:
             return 0, acc, {"epochs": []}
-        ck = load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        restore_rng_state(ck["rng"], loss=self.loss_rng, orth=self.orth_rng)
         acc.__dict__.update(ck["extra"]["acc"])
-        log.info("resumed from %s (step %d, epoch %d, minibatch %d)", path,
-                 ck["position"]["step"], ck["position"]["epoch"], ck["position"]["index"])
-        return int(ck["position"]["step"]), acc, ck["extra"].get("progress", {"epochs": []})
+        return int(ck["position"]["step"]), acc, ck["extra"]["progress"]
 
     # -- the loop ------------------------------------------------------------------------
     def diagnostics(self, it: int, writer: MetricsWriter) -> Dict[str, dict]:
@@ -434,9 +388,7 @@ class Trainer:
                 continue
             acc = compute_prob(self.model, self.loss_fn, egs, self.device,
                                self.cfg.loss_num_threads)
-            for line in acc.compute_prob_lines():
-                log.info("[compute_prob_%s.%d] %s", name, it, line)
-            writer.scalars(acc.as_dict(), it, prefix=f"{name}/")
+            log_compute_prob(log, writer, name, it, acc.compute_prob_lines(), acc.as_dict())
             out[name] = acc.as_dict()
         return out
 
@@ -447,7 +399,6 @@ class Trainer:
         self.setup()
         step, acc, progress = self.restore()
         writer = MetricsWriter(self.dir, use_tensorboard=cfg.tensorboard)
-        groups = self.optimizer.param_groups
         end = self.total_steps if cfg.max_steps < 0 else min(self.total_steps, cfg.max_steps)
         bar = progress_bar(cfg.progress, self.total_steps, step)
         epoch_acc = ObjfAccumulator()
@@ -458,14 +409,9 @@ class Trainer:
         self.model.train()
         while step < end:
             it = step // cfg.minibatches_per_iter
-            epoch, index = self.locate(step)
+            epoch, index = locate_step(step, self.epoch_sizes)
             if step % cfg.minibatches_per_iter == 0 or dataset is None:
-                lr = self.schedule.learning_rate(it)
-                set_learning_rate(self.optimizer, lr, cfg.optim)
-                if cfg.optim.dropout_schedule:
-                    frac = self.schedule.data_fraction(it)
-                    set_dropout_proportions(self.model, dropout_proportions(
-                        cfg.optim.dropout_schedule, frac))
+                lr = start_iteration(self.model, self.optimizer, self.schedule, it, cfg.optim)
                 log.info("iteration %d/%d (epoch %d): learning rate %.6g", it, self.num_iters,
                          epoch, lr)
                 writer.scalar("lr", lr, it)
@@ -480,12 +426,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             stats = self.loss_fn.last_stats
-            # parameter L2, update under max-change, batchnorm stats, orthonormal constraint
-            add_l2_to_grads(groups, sup.num_sequences, self.schedule.l2_regularize_factor(it))
-            mc = self.step_fn()
-            scale_batchnorm_stats(self.model, cfg.optim.batchnorm_stats_scale)
-            if cfg.optim.orthonormal_constraint:
-                apply_orthonormal_constraints(self.model, step, rng=self.orth_rng)
+            update_after_backward(self.model, self.optimizer, cfg.optim, sup.num_sequences,
+                                  self.schedule.l2_regularize_factor(it), self.orth_rng)
 
             for a in (acc, epoch_acc, interval_acc):
                 a.add(stats)
@@ -498,8 +440,6 @@ class Trainer:
                 for line in interval_acc.train_lines(mb - interval_acc.num_minibatches, mb - 1):
                     log.info("[train.%d] %s", it, line)
                 interval_acc.reset()
-            for line in mc.kaldi_lines(cfg.optim.max_param_change):
-                log.debug("[train.%d] %s", it, line)
 
             iter_done = (mb == cfg.minibatches_per_iter or step == self.total_steps)
             epoch_done = index + 1 == self.epoch_sizes[epoch]

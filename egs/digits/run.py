@@ -74,12 +74,13 @@ from kbind.chain.egs import EgsConfig  # noqa: E402
 from kbind.nn import TdnnfConfig  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent.parent / "trainers"))
-from train_lfmmi import OptimConfig, TrainConfig, Trainer, load_model  # noqa: E402
+from train_lfmmi import TrainConfig, Trainer, load_model  # noqa: E402
 from chain import ChainDecodeConfig, ChainPrepConfig  # noqa: E402
 from ce import CeAlignConfig  # noqa: E402
-from train_ce import CeModelConfig, CeOptimConfig, CeTrainConfig  # noqa: E402
+from train_ce import CeModelConfig, CeTrainConfig  # noqa: E402
 from kbind.data.frame_egs import FrameEgsConfig  # noqa: E402
 from kbind.nn import BlstmConfig  # noqa: E402
+from kbind.train import OptimConfig  # noqa: E402
 
 log = logging.getLogger("digits")
 
@@ -143,6 +144,10 @@ def ce_train_defaults() -> CeTrainConfig:
     (the chain frame rate), chunks of 150 input frames (50 labels) with 30 / 15
     frames of extra context, Adam, 3 epochs (sized for the 30-minute run on 2
     CPU cores; pykaldi2's 3x512 is the trainer's default).
+    The CE objective is Kaldi's, summed over frames; Adam's steps do not depend
+    on its scale (but for its epsilon), so these rates, and how often max-change
+    acts on them, are what they were with a per-frame mean. SGD would take the trainer's defaults,
+    Kaldi's train_rnn.py rates.
     dir/train_data/ali_dir come from --exp/--data."""
     return CeTrainConfig(
         dir="", train_data="", ali_dir="", num_epochs=3, minibatches_per_iter=30,
@@ -152,8 +157,8 @@ def ce_train_defaults() -> CeTrainConfig:
             hidden_dim=128, num_layers=2, frame_subsampling_factor=3, dropout=0.1)),
         egs=FrameEgsConfig(chunk_width="150", extra_left_context=30, extra_right_context=15,
                            minibatch_size=32),
-        optim=CeOptimConfig(optimizer="adam", initial_effective_lrate=2e-3,
-                            final_effective_lrate=2e-4, max_param_change=2.0))
+        optim=OptimConfig(optimizer="adam", initial_effective_lrate=2e-3,
+                          final_effective_lrate=2e-4, max_param_change=2.0))
 
 
 def stage_corpus(cfg: RunConfig) -> None:

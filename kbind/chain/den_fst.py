@@ -394,10 +394,6 @@ def compose_inverse_context(phone_fst: VFst, phones: Sequence[int], context_widt
 # Shared with kbind.hmm.graph_compiler: implemented once in kbind.fstext
 # ---------------------------------------------------------------------------------------
 
-def _get_hmm_as_fst(phone_window, tree, trans_model, transition_scale: float, cache):
-    return _fx.get_hmm_as_fst(phone_window, tree, trans_model, transition_scale, cache)
-
-
 def get_h_transducer(ilabel_info: Sequence[Tuple[int, ...]], tree, trans_model,
                      transition_scale: float = 1.0) -> VFst:
     """Kaldi ``GetHTransducer`` (:func:`kbind.fstext.get_h_transducer`):

@@ -101,7 +101,7 @@ from .supervision import NumeratorFst, Supervision, _numerator_fst
 __all__ = ["EgsConfig", "Chunk", "ChainEgs", "ChainEgsDataset", "FeatureSource",
            "E2eSupervisions", "AlignmentSupervisions", "parse_chunk_widths",
            "MinibatchRule", "split_utterance", "allowed_lengths", "extract_with_padding",
-           "feature_offset_for_shift", "collate_chunks"]
+           "feature_offset_for_shift", "collate_features", "collate_chunks"]
 
 log = logging.getLogger(__name__)
 
@@ -604,34 +604,57 @@ class ChainEgs:
         return collate_chunks(chunks, self.features, self.sup, self.left, self.right, self.fss)
 
 
+def collate_features(spans: Sequence[Tuple[str, int, int]],
+                     features: Callable[[str], np.ndarray], left: int,
+                     right: int) -> torch.Tensor:
+    """The input of a minibatch, ``(B, left + max width + right, F)`` float32.
+
+    ``spans``: per eg ``(utt, first frame, width)``; its rows are the
+    utterance's frames ``[first - left, first + width + right)``, edge-padded
+    (:func:`extract_with_padding`); egs narrower than the widest are padded at
+    the end by repeating their last row. Every trainer's egs (chain
+    supervision, CE labels) are collated through here; each attaches its
+    labels to the rows."""
+    if not spans:
+        raise ValueError("empty minibatch")
+    t_max = max(width for _, _, width in spans)
+    rows = []
+    for utt, first, width in spans:
+        x = extract_with_padding(features(utt), first - left, first + width + right)
+        if width < t_max:
+            x = np.concatenate([x, np.repeat(x[-1:], t_max - width, axis=0)])
+        rows.append(x)
+    return torch.from_numpy(np.stack(rows).astype(np.float32, copy=False))
+
+
 def collate_chunks(chunks: Sequence[Chunk], features: Callable[[str], np.ndarray], sup,
                    left: int, right: int, fss: int):
     """``(feats (B, T_in, F) float32, Supervision, lengths (B,) int64)``.
 
     Sequences shorter than the longest are padded at the end by repeating
-    their last frame; ``lengths`` are the output frames with supervision."""
+    their last frame; ``lengths`` are the output frames with supervision.
+    An eg whose supervision cannot be made
+    (:class:`kbind.chain.supervision_maker.SupervisionRejected`) is skipped with
+    a warning, as Kaldi's egs programs skip it; any other error (a corrupt
+    graph, with its file, key and offset) is raised."""
+    from .supervision_maker import SupervisionRejected
     if not chunks:
         raise ValueError("empty minibatch")
-    t_max = max(c.width for c in chunks)
-    rows, fsts, frames = [], [], []
+    kept, fsts = [], []
     for c in chunks:
         try:
             fst = sup.get(c.utt, c.start // fss, c.num_out)
-        except ValueError as e:      # Kaldi skips egs whose supervision cannot be made
+        except SupervisionRejected as e:
             log.warning("%s (frames %d..%d): no supervision (%s); eg skipped", c.utt,
                         c.start, c.start + c.width, e)
             continue
-        f = features(c.utt)
-        b = c.start + c.offset - left
-        x = extract_with_padding(f, b, b + left + c.width + right)
-        if c.width < t_max:
-            x = np.concatenate([x, np.repeat(x[-1:], t_max - c.width, axis=0)])
-        rows.append(x)
+        kept.append(c)
         fsts.append(fst)
-        frames.append(c.num_out)
     if not fsts:
         raise ValueError("no eg of the minibatch has a supervision")
-    feats = torch.from_numpy(np.stack(rows).astype(np.float32, copy=False))
+    feats = collate_features([(c.utt, c.start + c.offset, c.width) for c in kept], features,
+                             left, right)
+    frames = [c.num_out for c in kept]
     supervision = Supervision(fsts, frames, [1.0] * len(fsts), sup.kind)
     return feats, supervision, torch.tensor(frames, dtype=torch.long)
 

@@ -23,6 +23,13 @@ acceptor, e.g. one with optional silence built from a lexicon).
 All FSTs returned are :class:`kbind.io.fst.Fst` acceptors; supervision FSTs
 after :func:`add_weight_to_supervision` have labels pdf-id + 1 and are what
 ``Supervision.from_fsts`` consumes.
+
+Where Kaldi's functions return ``false`` (an utterance or chunk whose
+supervision cannot be made, which the egs programs skip with a warning: an
+empty supervision FST, an empty composition with the normalization FST, a
+determinization that does not finish, an epsilon input label in an e2e
+training graph) these raise :class:`SupervisionRejected`; every other error
+(malformed input, Kaldi's asserts) is a plain ``ValueError``.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from .den_fst import (INF, VFst, _kf_from, _times, add_self_loops, compose_inver
                       sort_breadth_first)
 
 __all__ = [
-    "ProtoSupervision", "SUPERVISION_MAX_STATES",
+    "ProtoSupervision", "SUPERVISION_MAX_STATES", "SupervisionRejected",
     "alignment_to_proto_supervision", "proto_to_supervision_fst", "split_supervision",
     "make_unconstrained", "add_weight_to_supervision", "merge_supervision",
     "compute_fst_state_times", "compile_training_graph", "e2e_supervision",
@@ -51,6 +58,11 @@ __all__ = [
 ]
 
 SUPERVISION_MAX_STATES = 200000  # kSupervisionMaxStates
+
+
+class SupervisionRejected(ValueError):
+    """This utterance's (or chunk's) supervision cannot be made; Kaldi warns and
+    skips it (see the module doc)."""
 
 
 @dataclass
@@ -188,7 +200,7 @@ def proto_to_supervision_fst(proto: ProtoSupervision, tree, trans_model,
     if convert_to_pdfs:
         project(sup, False)
     if sup.num_states == 0:
-        raise ValueError("Supervision FST is empty (too many phones for too few frames?)")
+        raise SupervisionRejected("Supervision FST is empty (too many phones for too few frames?)")
     return sort_breadth_first(sup).to_fst()
 
 
@@ -399,10 +411,10 @@ def _determinize_minimize(f: VFst) -> VFst:
     threshold, then Minimize)."""
     import kaldifst
     if f.num_states >= SUPERVISION_MAX_STATES:
-        raise ValueError("supervision FST too large to determinize")
+        raise SupervisionRejected("supervision FST too large to determinize")
     k = kaldifst.determinize(_kf_from(f), nstate=SUPERVISION_MAX_STATES)
     if k.num_states >= SUPERVISION_MAX_STATES - 1:
-        raise ValueError("determinization stopped early")
+        raise SupervisionRejected("determinization stopped early")
     kaldifst.minimize(k)
     return VFst.from_kaldifst(k)
 
@@ -417,12 +429,12 @@ def add_weight_to_supervision(sup_fst, normalization_fst, e2e: bool = False) -> 
     if e2e:
         out = compose_acceptors(f.to_fst(), norm)
         if out.num_states == 0:
-            raise ValueError("composition with the normalization FST is empty")
+            raise SupervisionRejected("composition with the normalization FST is empty")
         return out
     f = _determinize_minimize(f)
     c = as_vfst(compose_acceptors(f.to_fst(), norm))
     if c.num_states == 0:
-        raise ValueError("composition with the normalization FST is empty")
+        raise SupervisionRejected("composition with the normalization FST is empty")
     c = _determinize_minimize(c)
     return sort_breadth_first(c).to_fst()
 
@@ -535,7 +547,7 @@ def training_graph_to_e2e_fst(training_graph, trans_model) -> Fst:
     for arcs in g.arcs:
         for a in arcs:
             if a[0] == 0:
-                raise ValueError("Utterance rejected due to eps on input label")
+                raise SupervisionRejected("Utterance rejected due to eps on input label")
             a[0] = a[1] = int(tid2pdf[a[0]]) + 1
     return g.to_fst()
 

@@ -99,15 +99,6 @@ class CmvnStats:
         accumulate_cmvn_stats(self.stats, x, weights)
         return self
 
-    def add_stats(self, stats: np.ndarray) -> "CmvnStats":
-        stats = np.asarray(stats, dtype=np.float64)
-        if self.stats is None:
-            self.stats = np.zeros((2, stats.shape[1]))
-        if stats.shape[1] != self.stats.shape[1]:
-            raise ValueError(f"dimension mismatch: {stats.shape} vs {self.stats.shape}")
-        self.stats[:stats.shape[0]] += stats
-        return self
-
     @property
     def count(self) -> float:
         return 0.0 if self.stats is None else float(self.stats[0, -1])

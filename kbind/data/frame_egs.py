@@ -30,8 +30,10 @@ Context
 
 Minibatches
     ``minibatch_size`` chunks; chunks of one minibatch are padded to the
-    longest (by repeating their last frame) and the labels of padded,
-    extra-context and unlabelled frames are ``-1`` (``ignore_index``).
+    longest by repeating their last frame (the features are collated by
+    :func:`kbind.chain.egs.collate_features`, as the chain egs' are) and the
+    labels of padded, extra-context and unlabelled frames are ``-1``
+    (``ignore_index``).
     ``collate`` returns ``(feats (B, T_in, F), labels (B, T_out), lengths
     (B,))`` where ``lengths`` are valid input frames per chunk and ``T_out``
     is the model's output length for ``T_in``.
@@ -42,12 +44,12 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence
+from typing import List, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
 
-from kbind.chain.egs import FeatureSource, extract_with_padding, parse_chunk_widths, \
+from kbind.chain.egs import FeatureSource, collate_features, parse_chunk_widths, \
     split_utterance
 
 __all__ = ["FrameEgsConfig", "FrameChunk", "FrameEgs", "IGNORE"]
@@ -158,23 +160,15 @@ class FrameEgs:
                 labels: Optional[Mapping[str, np.ndarray]] = None):
         """``labels``: where the chunks' labels come from (default the egs' own;
         labels made on the fly are passed here)."""
-        if not chunks:
-            raise ValueError("empty minibatch")
+        feats = collate_features(chunks, self.features, self.left, self.right)
         fss = self.fss
         t_max = max(c.width for c in chunks)
         el = self.cfg.extra_left_context
         er = self.cfg.extra_right_context
-        t_in = self.left + t_max + self.right
         # output frames: the extra context's and the chunk's (model context is consumed)
         n_out = -(-(el + t_max + er) // fss)
-        rows, lab_rows, lengths = [], [], []
+        lab_rows, lengths = [], []
         for c in chunks:
-            f = self.features(c.utt)
-            b = c.start - self.left
-            x = extract_with_padding(f, b, b + self.left + c.width + self.right)
-            if c.width < t_max:
-                x = np.concatenate([x, np.repeat(x[-1:], t_max - c.width, axis=0)])
-            rows.append(x)
             lab = self.utterance_labels(c.utt, labels)
             y = np.full(n_out, IGNORE, dtype=np.int64)
             o0 = el // fss                       # first trained output frame
@@ -184,16 +178,4 @@ class FrameEgs:
             y[o0:o0 + seg.size] = seg
             lab_rows.append(y)
             lengths.append(self.left + c.width + self.right)
-        feats = torch.from_numpy(np.stack(rows).astype(np.float32, copy=False))
-        assert feats.shape[1] == t_in
         return feats, torch.from_numpy(np.stack(lab_rows)), torch.tensor(lengths)
-
-    def num_labelled_frames(self, epoch: int) -> int:
-        return sum(-(-c.width // self.fss) for c in self.chunks(epoch))
-
-
-def pdf_labels(alignments: Mapping[str, np.ndarray], trans_model) -> Dict[str, np.ndarray]:
-    """Transition-id alignments -> pdf-id labels (``ali-to-pdf``)."""
-    from kbind.hmm.alignment import ali_to_pdf
-    return {u: np.asarray(ali_to_pdf(trans_model, a), dtype=np.int64)
-            for u, a in alignments.items()}

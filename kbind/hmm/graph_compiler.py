@@ -107,15 +107,6 @@ def remove_input_symbols(fst: Fst, syms: Iterable[int]) -> Fst:
                fst.arc_olabel, fst.arc_weight)
 
 
-def _connect(fst: Fst) -> Fst:
-    """OpenFst ``Connect`` (:func:`kbind.fstext.connect`; survivors keep their order)."""
-    if fst.num_states == 0 or fst.start < 0:
-        return Fst()
-    v = _fx.VFst.from_fst(fst)
-    c = _fx.connect(v)
-    return fst if c is v else c.to_fst()
-
-
 def push_special(fst: Fst, delta: float = _DELTA) -> Fst:
     """Kaldi ``PushSpecial`` (``fstpushspecial``): reweight so every state
     sums to the same value (power iteration on P + 0.1 I, final-probs as arcs

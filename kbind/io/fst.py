@@ -425,10 +425,6 @@ def _read_i32(inp: KaldiInput, what: str) -> int:
     return struct.unpack("<i", inp.read(4, what))[0]
 
 
-def _read_i64(inp: KaldiInput, what: str) -> int:
-    return struct.unpack("<q", inp.read(8, what))[0]
-
-
 def _read_string(inp: KaldiInput, what: str, max_len: int = 1 << 16) -> bytes:
     start = inp.offset
     n = _read_i32(inp, f"length of {what}")
@@ -603,19 +599,6 @@ class _BodyBuffer:
         """Nothing buffered and the stream at EOF (end of a body whose
         number of states is unknown)."""
         return self.pos >= len(self.buf) and self.inp.at_eof()
-
-
-def _weight_dtype(arc_type: str):
-    """(numpy dtype of one weight, weight count, semiring name) for fixed-size weights."""
-    if arc_type in ("standard", "log"):
-        return np.dtype("<f4"), 1
-    if arc_type == "log64":
-        return np.dtype("<f8"), 1
-    if arc_type == "lattice4":
-        return np.dtype(("<f4", (2,))), 2
-    if arc_type == "lattice8":
-        return np.dtype(("<f8", (2,))), 2
-    return None, 0
 
 
 def read_vector_body_fixed(inp: KaldiInput, hdr: FstHeader, wdtype: np.dtype, what: str):

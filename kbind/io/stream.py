@@ -251,20 +251,6 @@ class KaldiInput:
         except (ValueError, IndexError, KeyError, OverflowError) as exc:
             raise self.error(f"invalid object: {exc}", offset=start) from exc
 
-    def peek_token(self) -> str:
-        """The next token without consuming it (Kaldi ``PeekToken``); '' at EOF."""
-        self.skip_whitespace()
-        buf = b""
-        n = 16
-        while True:
-            buf = self.peek(n)
-            for i, b in enumerate(buf):
-                if bytes([b]) in _WHITESPACE:
-                    return buf[:i].decode("ascii", "replace")
-            if len(buf) < n:
-                return buf.decode("ascii", "replace")
-            n *= 2
-
     def read_binary_marker(self) -> bool:
         """Kaldi ``InitKaldiInputStream``: consume ``\\0B`` and return True
         if present, else return False (text mode)."""

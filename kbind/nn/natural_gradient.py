@@ -39,6 +39,12 @@ dimension), ``update_period = 4``, ``num_samples_history = 2000``,
 ``alpha = 4``. The preconditioners are child modules whose buffers are in the
 layer's ``state_dict`` (checkpoints resume exactly).
 
+Non-finite input. A minibatch whose layer input or output derivative is not
+finite (inf or NaN) is not preconditioned: the layer passes the plain,
+non-finite gradient on, so that the update is dropped whole
+(:class:`kbind.train.MaxChangeStep`), and the preconditioners' state does not
+move (its eigen-decomposition would fail or turn NaN).
+
 Switching. ``layer.natural_gradient = False`` (or
 :func:`set_natural_gradient` by module-name pattern) makes the layer a plain
 ``F.linear`` with ordinary gradients; in eval mode or under ``no_grad`` it is
@@ -157,8 +163,14 @@ class _NaturalGradientLinearFn(torch.autograd.Function):
             owner = ctx.owner
             X = x.reshape(-1, x.shape[-1])
             G = grad_out.reshape(-1, grad_out.shape[-1])
-            grad_w, grad_b = natural_gradient_grads(X, G, owner.preconditioner_in,
-                                                    owner.preconditioner_out, ctx.has_bias)
+            if bool(torch.isfinite(G).all() & torch.isfinite(X).all()):
+                grad_w, grad_b = natural_gradient_grads(X, G, owner.preconditioner_in,
+                                                        owner.preconditioner_out, ctx.has_bias)
+            else:
+                # the update will not be applied (kbind.train.MaxChangeStep): pass the
+                # plain, non-finite gradient on and leave the preconditioners as they are
+                grad_w = G.t() @ X
+                grad_b = G.sum(0) if ctx.has_bias else None
             if not ctx.needs_input_grad[1]:
                 grad_w = None
             if not (ctx.has_bias and ctx.needs_input_grad[2]):

@@ -164,11 +164,12 @@ def progress_bar(enabled: bool, total: int, initial: int = 0):
 
 class log_to_file:
     """``with log_to_file("train_ce", dir / "log" / "train.log"):`` -- also write
-    that logger's records to a file (Kaldi's per-job logs), and make sure
-    something prints them to stderr when the program has no logging set up."""
+    that logger's records, and the kbind library's (e.g. an update not applied,
+    an eg skipped), to a file (Kaldi's per-job logs), and make sure something
+    prints them to stderr when the program has no logging set up."""
 
     def __init__(self, logger: str, path):
-        self.logger = logging.getLogger(logger)
+        self.loggers = [logging.getLogger(logger), logging.getLogger("kbind")]
         self.path = Path(path)
 
     def __enter__(self):
@@ -177,10 +178,13 @@ class log_to_file:
             logging.basicConfig(level=logging.INFO,
                                 format="%(asctime)s %(name)s %(levelname)s: %(message)s")
         self.handler = logging.FileHandler(self.path)
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
-        self.logger.addHandler(self.handler)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: "
+                                                    "%(message)s"))
+        for logger in self.loggers:
+            logger.addHandler(self.handler)
         return self
 
     def __exit__(self, *exc):
-        self.logger.removeHandler(self.handler)
+        for logger in self.loggers:
+            logger.removeHandler(self.handler)
         self.handler.close()

@@ -11,7 +11,14 @@ Kaldi (``NnetChainTrainer::TrainInternal``, ``nnet-utils.cc``), per minibatch:
    if ``max_change_c > 0`` and ``n_c |scale| > max_change_c``, else 1; global
    ``n = |scale| sqrt(sum_c f_c^2 n_c^2)``; if ``max_param_change > 0`` and
    ``n > max_param_change``, ``scale *= max_param_change / n``; an infinite
-   ``n`` skips the update. Then ``params_c += scale * f_c * delta_c``.
+   ``n`` fails the update ("Infinite parameter change, will not apply").
+   Then ``params_c += scale * f_c * delta_c``.
+
+A failed update is dropped whole. Kaldi tests only the global norm, after
+the per-component factors, and only when ``max_param_change > 0``: a
+component with an infinite norm and a max-change gets ``f_c = 0`` and
+``0 * inf = NaN`` passes the test and is applied (a NaN norm too). Here any
+non-finite component norm fails the update, with or without limits.
 
 In PyTorch the optimizer computes the update. :class:`MaxChangeStep` runs
 any ``torch.optim`` optimizer's ``step()``, takes the change it made to each
@@ -24,6 +31,17 @@ as Kaldi's ``delta``, not affected by the max-change factors. A component is
 one optimizer parameter group (:func:`kbind.nn.component_param_groups`: one
 per module owning parameters, with ``max_change`` and ``l2_regularize``).
 
+When the update fails (a non-finite gradient, checked before the step, or a
+non-finite change made by the step itself, e.g. a momentum buffer that
+overflows) :class:`MaxChangeStep` leaves the parameters *and* the optimizer
+state (momentum buffers, Adam moments and step counts) exactly as they were,
+so the next step is the one an optimizer that never saw the minibatch would
+take. (Kaldi zeroes its momentum ``delta`` after a failed update, since the
+bad gradient is already in it; here it never enters the state.) The state is
+copied before every step to make that possible. NG-SGD layers pass a
+non-finite gradient on without preconditioning it, their state unchanged
+(:mod:`kbind.nn.natural_gradient`).
+
 L2 (:func:`add_l2_to_grads`) is added to the gradients before the step, which
 for SGD is exactly Kaldi's ``delta`` term (for adaptive optimizers it is
 coupled weight decay).
@@ -33,7 +51,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -49,10 +67,14 @@ class MaxChangeStats:
     min_factor_name: str = ""
     global_factor: float = 1.0            # scale applied by max_param_change
     norm: float = 0.0                     # global norm after per-component limits
-    skipped: bool = False                 # infinite norm: update skipped
+    skipped: bool = False                 # non-finite change: the update was not applied
+    nonfinite_component: str = ""         # the first component whose change is not finite
     factors: List[float] = field(default_factory=list)
 
     def kaldi_lines(self, max_param_change: float) -> List[str]:
+        if self.skipped:
+            return [f"Infinite parameter change (in {self.nonfinite_component}), will not "
+                    "apply."]
         lines = []
         if self.num_limited:
             lines.append(f"Per-component max-change active on {self.num_limited} / "
@@ -78,8 +100,9 @@ def apply_max_change(deltas: Sequence[Sequence[torch.Tensor]], max_changes: Sequ
             tensors are multiplied by ``scale * f_c * global factor``.
         names: component names, for the stats.
 
-    After the call ``params_c += deltas_c`` performs Kaldi's update. If the
-    global norm is infinite the deltas are zeroed (update skipped).
+    After the call ``params_c += deltas_c`` performs Kaldi's update. If a
+    component's norm is not finite the update fails: ``stats.skipped`` is set
+    and the deltas are zeroed.
     """
     if len(deltas) != len(max_changes):
         raise ValueError("deltas and max_changes have different lengths")
@@ -90,6 +113,15 @@ def apply_max_change(deltas: Sequence[Sequence[torch.Tensor]], max_changes: Sequ
         for d in comp:
             sq += float(torch.sum(d.detach().double() ** 2))
         norms.append(math.sqrt(sq))
+    bad = next((i for i, n in enumerate(norms) if not math.isfinite(n)), None)
+    if bad is not None:
+        stats.skipped = True
+        stats.nonfinite_component = names[bad] if names else str(bad)
+        stats.global_factor = 0.0
+        for comp in deltas:
+            for d in comp:
+                d.zero_()
+        return stats
     ascale = abs(scale)
     factors = []
     for i, (n_c, mc) in enumerate(zip(norms, max_changes)):
@@ -104,13 +136,6 @@ def apply_max_change(deltas: Sequence[Sequence[torch.Tensor]], max_changes: Sequ
     norm = ascale * math.sqrt(sum((f * n) ** 2 for f, n in zip(factors, norms)))
     stats.norm = norm
     stats.factors = factors
-    if math.isinf(norm):
-        stats.skipped = True
-        stats.global_factor = 0.0
-        for comp in deltas:
-            for d in comp:
-                d.zero_()
-        return stats
     if max_param_change > 0 and norm > max_param_change:
         stats.global_factor = max_param_change / norm
         scale = scale * stats.global_factor
@@ -139,6 +164,34 @@ def add_l2_to_grads(param_groups: Sequence[dict], num_sequences: int,
             p.grad.add_(p.detach(), alpha=c)
 
 
+def _first_nonfinite_grad(groups: Sequence[dict]) -> Optional[int]:
+    """Index of the first group with a non-finite gradient (one device sync)."""
+    owners, flags = [], []
+    for i, g in enumerate(groups):
+        for p in g["params"]:
+            if p.grad is not None:
+                owners.append(i)
+                flags.append(torch.isfinite(p.grad).all())
+    if not flags:
+        return None
+    finite = torch.stack([f.to(flags[0].device) for f in flags]).tolist()
+    return next((i for i, ok in zip(owners, finite) if not ok), None)
+
+
+def _copy_state(optimizer: torch.optim.Optimizer) -> Dict[torch.Tensor, dict]:
+    return {p: {k: v.clone() if torch.is_tensor(v) else v for k, v in optimizer.state[p].items()}
+            for g in optimizer.param_groups for p in g["params"] if p in optimizer.state}
+
+
+def _restore_state(optimizer: torch.optim.Optimizer, saved: Dict[torch.Tensor, dict]) -> None:
+    for g in optimizer.param_groups:
+        for p in g["params"]:
+            if p in saved:
+                optimizer.state[p] = saved[p]
+            else:
+                optimizer.state.pop(p, None)
+
+
 class MaxChangeStep:
     """Apply an optimizer's step under Kaldi's max-change limits.
 
@@ -148,6 +201,9 @@ class MaxChangeStep:
         step = MaxChangeStep(optimizer, max_param_change=2.0)
         loss.backward(); add_l2_to_grads(optimizer.param_groups, S)
         stats = step()          # optimizer.step() + max-change
+
+    A non-finite gradient or change fails the update (``stats.skipped``):
+    parameters and optimizer state are left as they were (module doc).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, max_param_change: float = 2.0):
@@ -156,8 +212,14 @@ class MaxChangeStep:
 
     def __call__(self) -> MaxChangeStats:
         groups = self.optimizer.param_groups
+        names = [str(g.get("name", i)) for i, g in enumerate(groups)]
         with torch.no_grad():
+            bad = _first_nonfinite_grad(groups)
+            if bad is not None:
+                return MaxChangeStats(num_components=len(groups), global_factor=0.0,
+                                      skipped=True, nonfinite_component=names[bad])
             old = [[p.detach().clone() for p in g["params"]] for g in groups]
+            old_state = _copy_state(self.optimizer)
             self.optimizer.step()
             deltas = []
             for g, olds in zip(groups, old):
@@ -166,10 +228,15 @@ class MaxChangeStep:
                     comp.append(p.detach() - o)   # the optimizer's delta
                 deltas.append(comp)
             stats = apply_max_change(deltas, [float(g.get("max_change", 0.0)) for g in groups],
-                                     self.max_param_change,
-                                     names=[str(g.get("name", i)) for i, g in enumerate(groups)])
+                                     self.max_param_change, names=names)
+            if stats.skipped:
+                _restore_state(self.optimizer, old_state)
+                for g, olds in zip(groups, old):
+                    for p, o in zip(g["params"], olds):
+                        p.copy_(o)
+                return stats
             for g, olds, comp, f in zip(groups, old, deltas, stats.factors):
-                if f * stats.global_factor == 1.0 and not stats.skipped:
+                if f * stats.global_factor == 1.0:
                     continue        # unchanged: keep the optimizer's result bit for bit
                 for p, o, d in zip(g["params"], olds, comp):
                     p.copy_(o + d)

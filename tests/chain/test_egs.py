@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 
 import numpy as np
@@ -240,3 +241,63 @@ def test_alignment_supervision_matches_kaldi():
     kaldi = Supervision.from_fsts([d / f"sup_seq{i}.fst" for i in range(3)])
     y = torch.from_numpy(np.load(d / "nnet_output.npy")).reshape(15, 3, 10).transpose(0, 1)
     torch.testing.assert_close(numerator_logprob(ours, y), numerator_logprob(kaldi, y))
+
+
+def _tiny_models():
+    from kbind.hmm import ContextDependency, TransitionModel
+    from kbind.io.fst import Fst
+    d = FIXTURES / "tiny_chain_S3_T15"
+    return (ContextDependency.from_file(str(d / "tree")),
+            TransitionModel.from_file(str(d / "0.trans_mdl")),
+            Fst.from_file(str(d / "normalization.fst")))
+
+
+def test_rejected_supervision_skips_only_that_eg(tmp_path, caplog):
+    """Kaldi skips an eg whose supervision cannot be made (here nine phones in
+    three output frames: "Supervision FST is empty"), with a warning naming it;
+    the rest of the minibatch is trained."""
+    from kbind.chain.supervision_maker import SupervisionRejected
+    tree, tm, norm = _tiny_models()
+    ali = {"ok-1": [(1, 9), (2, 12), (3, 9)],
+           "bad-1": [(p, 1) for p in [1, 2, 3, 4, 5, 1, 2, 3, 4]] + [(5, 21)]}
+    d = make_data_dir(tmp_path / "data", {u: 30 for u in ali})
+    sup = AlignmentSupervisions(ali, tree, tm, norm)
+    with pytest.raises(SupervisionRejected, match="too many phones"):
+        sup.get("bad-1", 0, 10)
+    egs = ChainEgs(FeatureSource(d, "none"), sup, LC, RC,
+                   EgsConfig(chunk_width="30", cmvn="none", minibatch_size="2",
+                             frame_shift=False))
+    (batch,) = egs.batches(0)
+    with caplog.at_level(logging.WARNING, logger="kbind.chain.egs"):
+        x, s, lengths = egs.collate(batch)
+    assert x.shape[0] == 1 and lengths.tolist() == [10]
+    assert any("bad-1" in r.getMessage() and "too many phones" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_corrupt_numerator_graph_is_an_error(tmp_path):
+    """A corrupt fst.ark entry is not an eg to skip: it raises, naming the file,
+    the key and the byte offset, instead of dropping the utterance from every
+    epoch."""
+    from kbind.chain.supervision_maker import (add_weight_to_supervision,
+                                               training_graph_to_e2e_fst)
+    from kbind.io import KaldiFormatError, RandomAccessTable
+    from tests.train import make_chain_dir, sample_phone_ali_from_den, write_e2e_graphs
+    tree, tm, norm = _tiny_models()
+    chain = make_chain_dir(tmp_path / "chain")
+    ali = sample_phone_ali_from_den(chain, ["a-1", "a-2", "b-1"], seed=2)
+    d = make_data_dir(tmp_path / "data", {u: sum(n for _, n in a) for u, a in ali.items()})
+    write_e2e_graphs(chain, {u: [p for p, _ in a] for u, a in ali.items()})
+    entries = dict(ln.split() for ln in (chain / "fst.scp").read_text().splitlines())
+    offset = int(entries["a-2"].rsplit(":", 1)[1])
+    ark = bytearray((chain / "fst.ark").read_bytes())
+    ark[offset + 20:offset + 40] = b"\xff" * 20          # inside the FST header
+    (chain / "fst.ark").write_bytes(bytes(ark))
+    table = RandomAccessTable(f"scp:{chain}/fst.scp", kind="fst")
+    sup = E2eSupervisions(lambda u: add_weight_to_supervision(
+        training_graph_to_e2e_fst(table[u], tm), norm, e2e=True))
+    egs = ChainEgs(FeatureSource(d, "none"), sup, LC, RC,
+                   EgsConfig(cmvn="none", minibatch_size="3", frame_shift=False))
+    (batch,) = egs.batches(0)
+    with pytest.raises(KaldiFormatError, match=rf"fst\.ark, key 'a-2', byte offset {offset}"):
+        egs.collate(batch)

@@ -75,11 +75,15 @@ def cfg_for(task, out, **kw):
     for k, v in kw.items():
         args += [f"--{k}", str(v)]
     from kbind.config import parse_config
-    from kbind.nn import TdnnConfig
     cfg = parse_config(train_ce.CeTrainConfig, args)
-    cfg.model.tdnn = TdnnConfig(dim=32, splices=[(-1, 0, 1), (-1, 0, 1)],
-                                frame_subsampling_factor=1)
+    cfg.model.tdnn = _tdnn()
     return cfg
+
+
+def _tdnn(**kw):
+    from kbind.nn import TdnnConfig
+    return TdnnConfig(dim=32, splices=[(-1, 0, 1), (-1, 0, 1)], frame_subsampling_factor=1,
+                      xent_regularize=0.0, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +231,112 @@ def test_on_the_fly_aligner_process_exits_after_close(task, trained, tmp_path):
                        capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "closed" in r.stdout
+
+
+class _Logits(torch.nn.Module):
+    """A "network" whose output is a fixed logits tensor (for the objective alone)."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.nn.Parameter(logits)
+
+    def forward(self, x):
+        from kbind.nn import ChainModelOutput
+        return ChainModelOutput(self.logits, None)
+
+
+def test_ce_objective_is_summed_over_frames():
+    """Kaldi's CE objective is the sum of log p(label) over frames (its derivative
+    w.r.t. the log-softmax output is the one-hot supervision): the gradient of the
+    loss w.r.t. each labelled frame's logits is softmax - one-hot, not divided by
+    the number of frames; unlabelled frames get none."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 4, generator=g)
+    labels = torch.tensor([[1, 3, train_ce.IGNORE], [0, train_ce.IGNORE, 2]])
+    net = _Logits(logits.clone())
+    loss, logprob, correct, n = train_ce.ce_loss(net, torch.zeros(2, 3, 1), labels,
+                                                 torch.tensor([3, 3]))
+    loss.backward()
+    expect = torch.softmax(logits, -1)
+    lp = torch.log_softmax(logits, -1)
+    total = 0.0
+    for b in range(2):
+        for t in range(3):
+            if labels[b, t] == train_ce.IGNORE:
+                expect[b, t] = 0.0
+            else:
+                expect[b, t, labels[b, t]] -= 1.0
+                total += float(lp[b, t, labels[b, t]])
+    torch.testing.assert_close(net.logits.grad, expect)
+    assert n == 4 and logprob == pytest.approx(total) and loss.item() == pytest.approx(-total)
+
+
+def test_ce_step_is_kaldis(task, tmp_path):
+    """One CE step equals the hand-made Kaldi step on the first minibatch: SGD on
+    the summed objective plus parameter L2 ``2 S l2 params`` (S = chunks in the
+    minibatch), then batch-norm stats x0.8."""
+    import copy
+    cfg = cfg_for(task, tmp_path / "exp", ali_dir=task["ali_dir"], max_steps=1,
+                  **{"optim.optimizer": "sgd", "optim.momentum": 0.0,
+                     "optim.max_param_change": 0.0, "optim.initial_effective_lrate": 1e-3})
+    cfg.model.tdnn = _tdnn(l2_regularize=0.01, output_l2_regularize=0.005, max_change=0.0,
+                           output_max_change=0.0, natural_gradient=False)
+    ref = train_ce.CeTrainer(cfg)
+    ref.setup()
+    model = copy.deepcopy(ref.model).train()
+    feats, labels, lengths = ref.egs.collate(ref.egs.batches(0)[0])
+    S = feats.shape[0]
+    loss, *_ = train_ce.ce_loss(model, feats, labels, lengths)
+    loss.backward()
+    lr = ref.schedule.learning_rate(0)
+    expect = {}
+    for name, p in model.named_parameters():
+        owner = model.get_submodule(name.rsplit(".", 1)[0])
+        l2 = float(getattr(owner, "l2_regularize", 0.0))
+        expect[name] = (p - lr * (p.grad + 2 * S * l2 * p)).detach()
+    assert any(float(getattr(m, "l2_regularize", 0.0)) > 0 for m in model.modules())
+    for name, buf in model.named_buffers():
+        if name.endswith(("count", "stats_sum", "stats_sumsq")):
+            expect[name] = 0.8 * buf
+    trainer = train_ce.CeTrainer(cfg)
+    trainer.train()
+    got = trainer.model.state_dict()
+    for name, want in expect.items():
+        torch.testing.assert_close(got[name].to(want.dtype), want, rtol=1e-5, atol=1e-7,
+                                   msg=name)
+
+
+def _orthonormal_deviation(model):
+    """Largest ``tr(P P^T) rows / tr(P)^2 - 1`` (``P = M M^T``, the eigenvalue
+    spread of kbind.nn.orthonormal; 0 for a scaled semi-orthogonal M) over the
+    constrained layers."""
+    worst = 0.0
+    for m in model.modules():
+        if getattr(m, "orthonormal_constraint", 0.0):
+            w = m.weight.detach().double()
+            P = w @ w.t() if w.shape[0] <= w.shape[1] else w.t() @ w
+            worst = max(worst, float((P * P).sum() * P.shape[0] / torch.trace(P) ** 2) - 1)
+    return worst
+
+
+def test_ce_tdnnf_keeps_its_semi_orthogonal_constraint(task, tmp_path):
+    from kbind.nn import TdnnfConfig
+    dev = {}
+    for on in (True, False):
+        cfg = cfg_for(task, tmp_path / str(on), ali_dir=task["ali_dir"], num_epochs=12,
+                      **{"model.type": "tdnnf", "optim.orthonormal_constraint": on})
+        cfg.model.tdnnf = TdnnfConfig(dim=16, bottleneck_dim=4, time_strides=[1, 0, 1],
+                                      prefinal_dim=8, prefinal_big_dim=16,
+                                      frame_subsampling_factor=1, xent_regularize=0.0)
+        tr = train_ce.CeTrainer(cfg)
+        tr.train()
+        dev[on] = _orthonormal_deviation(tr.model)
+    assert dev[True] < 0.02 and dev[False] > 0.1, dev
+
+
+def test_ce_rejects_an_xent_head(task, tmp_path):
+    cfg = cfg_for(task, tmp_path / "x", ali_dir=task["ali_dir"])
+    cfg.model.tdnn = _tdnn()
+    cfg.model.tdnn.xent_regularize = 0.1
+    with pytest.raises(ValueError, match="xent_regularize"):
+        train_ce.CeTrainer(cfg).setup()

@@ -150,3 +150,21 @@ def test_natural_gradient_switch(tmp_path, natural_gradient):
     ck = torch.load(sorted((tmp_path / "exp").glob("ckpt-*.pt"))[-1], weights_only=False)
     ts = [int(v) for k, v in ck["model"].items() if k.endswith("preconditioner_out.t")]
     assert set(ts) == ({3} if natural_gradient else {0})
+
+
+def test_xent_regularize_is_one_key(tmp_path):
+    """The xent regulariser's weight in the loss and the xent output's learning-rate
+    factor 0.5 / xent_regularize come from the one key --model.xent_regularize."""
+    from kbind.config import ConfigError, parse_config
+    data, chain, _ = _setup(tmp_path, "alignment")
+    args = ["--dir", str(tmp_path / "exp"), "--train_data", str(data), "--chain_dir",
+            str(chain), "--supervision", "alignment", "--num_valid_utts", "2",
+            "--egs.chunk_width", "30,21", "--egs.minibatch_size", "3",
+            "--model.xent_regularize", "0.25"]
+    tr = tl.Trainer(parse_config(tl.TrainConfig, args))
+    tr.setup()
+    assert tr.loss_fn.xent_regularize == 0.25
+    (group,) = [g for g in tr.optimizer.param_groups if g["name"] == "output_xent.affine"]
+    assert group["learning_rate_factor"] == pytest.approx(0.5 / 0.25)
+    with pytest.raises(ConfigError):
+        parse_config(tl.TrainConfig, args + ["--loss.xent_regularize", "0.1"])
