@@ -1,4 +1,11 @@
-"""Shared pytest fixtures: where the Kaldi golden files live."""
+"""Shared pytest fixtures (where the Kaldi golden files live) and the CI skip check.
+
+In CI (the environment variable ``CI`` set, as ``.ci/run`` does) the only skip
+allowed is a missing GPU (:data:`GPU_SKIP_REASON`, used by :data:`requires_gpu`):
+any other skip -- a test's own ``pytest.skip``, a ``skipif``, or a module-level
+``importorskip`` -- is reported as a failure, so a package or tool CI is supposed
+to have cannot silently switch tests off.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,6 +45,45 @@ def find_shared() -> Path:
 
 
 SHARED = find_shared()
+
+GPU_SKIP_REASON = "no GPU"
+"""The one skip reason allowed in CI."""
+
+requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason=GPU_SKIP_REASON)
+"""Mark a test that needs a CUDA device."""
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        reason = str(longrepr[2])
+    else:
+        reason = str(longrepr)
+    return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+
+
+def _fail_skip_in_ci(report) -> None:
+    if not os.environ.get("CI") or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = _skip_reason(report)
+    if reason == GPU_SKIP_REASON:
+        return
+    report.outcome = "failed"
+    report.longrepr = (f"skipped in CI ({reason!r}): in CI the only skip allowed is "
+                       f"{GPU_SKIP_REASON!r}; install what the test needs (Makefile) or make "
+                       "the test not depend on it")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_skip_in_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_skip_in_ci(outcome.get_result())
 
 
 @pytest.fixture(scope="session")

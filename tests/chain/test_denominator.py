@@ -9,6 +9,7 @@ import torch
 
 from kbind.chain import DenominatorGraph, denominator_forward_backward, denominator_logprob
 from kbind.chain import denominator as den_mod
+from tests.conftest import requires_gpu
 
 from . import one_thread, DEN_CASES, assert_close, fd_check, from_kaldi, load_case, rel, to_kaldi
 
@@ -200,7 +201,7 @@ def test_sanity_check_failure_is_reported(graphs, caplog):
     assert "alpha-beta product" in caplog.text
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+@requires_gpu
 def test_gpu_matches_cpu(kaldi_chain_dir, graphs):
     d, cj, S, T, D = load_case(kaldi_chain_dir, "medium_den_S4_T34")
     g = graphs["medium_den_S4_T34"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import kaldi_native_fbank as knf
 import numpy as np
 import pytest
 import torch
@@ -15,8 +16,6 @@ from kbind.data.cmvn import (
     compute_cmvn_stats_per_speaker,
     compute_global_cmvn_stats,
 )
-
-knf = pytest.importorskip("kaldi_native_fbank")
 
 
 def _feats(n, d=5, seed=0):

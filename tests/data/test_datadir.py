@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import kaldiio
 import numpy as np
 import pytest
 
@@ -19,7 +20,6 @@ from kbind.data.datadir import (
 )
 from kbind.io.errors import KaldiFormatError
 
-kaldiio = pytest.importorskip("kaldiio")
 
 BASE = {
     "wav.scp": "recA /data/a.wav\nrecB sox /data/b.flac -t wav - |\n",
@@ -262,15 +262,6 @@ def test_feats_scp_written_with_kaldiio(tmp_path):
         np.testing.assert_array_equal(kaldiio.load_mat(dd_.feats_scp[u]), m)
 
 
-def _has_kbind_io():
-    try:
-        import kbind.io as kio
-    except ImportError:
-        return False
-    return hasattr(kio, "RandomAccessTable") and hasattr(kio, "read_table")
-
-
-@pytest.mark.skipif(not _has_kbind_io(), reason="kbind.io.RandomAccessTable not available yet")
 def test_load_feats_and_cmvn_through_kbind_io(tmp_path):
     from kbind.data.cmvn import compute_cmvn_stats_for_datadir, compute_cmvn_stats
     d = make_dir(tmp_path, **{"feats.scp": None, "cmvn.scp": None})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import kaldi_native_fbank as knf
 import numpy as np
 import pytest
 import torch
@@ -26,7 +27,6 @@ from kbind.data.features import (
     num_frames,
 )
 
-knf = pytest.importorskip("kaldi_native_fbank")
 
 TOL = 1e-4
 

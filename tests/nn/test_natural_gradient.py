@@ -266,8 +266,7 @@ def _ddp_worker(rank, world, port, out_dir):
 def test_ddp_gloo_preconditions_before_the_all_reduce(tmp_path):
     import torch.distributed as dist
     import torch.multiprocessing as mp
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo not available")
+    assert dist.is_available() and dist.is_gloo_available(), "torch.distributed with gloo"
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt")
     r1 = torch.load(tmp_path / "rank1.pt")

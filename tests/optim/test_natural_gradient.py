@@ -13,6 +13,7 @@ import torch
 
 from kbind.optim import EPSILON, OnlineNaturalGradient
 from kbind.optim import natural_gradient as ngmod
+from tests.conftest import requires_gpu
 
 
 # ---------------------------------------------------------------------------------------
@@ -332,7 +333,7 @@ def test_wrong_dimension_is_rejected():
         ng.precondition_directions(torch.randn(4, 6))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@requires_gpu
 def test_cuda_matches_cpu():
     data = [torch.from_numpy(x) for x in _data(13, 16, 256, 64, dtype=np.float32)]
     a = OnlineNaturalGradient(rank=20, update_period=4)
