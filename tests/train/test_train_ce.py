@@ -21,8 +21,6 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "trainers"))
 import train_ce  # noqa: E402
 
-pytest.importorskip("kaldi_decoder")
-
 
 def make_task(tmp_path, num_utts=40, seed=0):
     """Lang (x: AA, y: B IY; chain topology), monophone tree, a data dir whose
