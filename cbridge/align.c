@@ -465,7 +465,7 @@ int kb_align_compiled(int32_t num_states, int64_t num_arcs, int32_t start,
   for (int32_t s = 0; s < num_states; s++)
     if (final_cost[s] == -INFINITY)
       return kb_fail(err, errlen, KB_EINVAL, "final cost of state %d is -inf", (int)s);
-  for (int32_t t = 1; t <= num_tids; t++)
+  for (int64_t t = 1; t <= num_tids; t++)
     if (tid2pdf[t] >= num_cols)
       return kb_fail(err, errlen, KB_EINVAL, "transition-id %d maps to pdf-id %d, but the "
                      "log-likelihoods have only %d columns", (int)t, (int)tid2pdf[t],

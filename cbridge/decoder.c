@@ -1288,12 +1288,26 @@ static DecResult *get_result(int64_t h) {
   return r;
 }
 
-int kb_decode_result_copy(int64_t result, int32_t *alignment, int32_t *words, float *costs,
+int kb_decode_result_copy(int64_t result, int32_t frames_capacity, int32_t words_capacity,
+                          int32_t states_capacity, int64_t arcs_capacity,
+                          int32_t *alignment, int32_t *words, float *costs,
                           int32_t *lat_src, int32_t *lat_dst, int32_t *lat_ilabel,
                           int32_t *lat_olabel, float *lat_weight, float *lat_final,
                           char *err, size_t errlen) {
   DecResult *r = get_result(result);
   if (!r) return kb_fail(err, errlen, KB_EINVAL, "not a decode result handle");
+  const kb_output outs[] = {
+      {alignment, "alignment (frames)", frames_capacity, r->num_frames},
+      {words, "words", words_capacity, r->num_words},
+      {lat_src, "lat_src (arcs)", arcs_capacity, r->num_arcs},
+      {lat_dst, "lat_dst (arcs)", arcs_capacity, r->num_arcs},
+      {lat_ilabel, "lat_ilabel (arcs)", arcs_capacity, r->num_arcs},
+      {lat_olabel, "lat_olabel (arcs)", arcs_capacity, r->num_arcs},
+      {lat_weight, "lat_weight (arcs)", arcs_capacity, r->num_arcs},
+      {lat_final, "lat_final (states)", states_capacity, r->num_states},
+  };
+  int rc = kb_check_capacities(outs, sizeof(outs) / sizeof(outs[0]), err, errlen);
+  if (rc != KB_OK) return rc;
   if (alignment) memcpy(alignment, r->ali, sizeof(int32_t) * (size_t)r->num_frames);
   if (words && r->num_words) memcpy(words, r->words, sizeof(int32_t) * (size_t)r->num_words);
   if (costs) {
