@@ -454,11 +454,9 @@ int kb_align_compiled(int32_t num_states, int64_t num_arcs, int32_t start,
                    "0 <= min_active < max_active, hash_ratio >= 1, beam_delta >= 0)");
   /* graph checks (sizes, offsets, destinations, labels in [0, num_tids],
      NaN weights, epsilon cycles, tid2pdf >= 0): shared with the decoder */
-  int64_t h = 0;
-  int rc = kb_decoder_graph_new(num_states, num_arcs, start, final_cost, dst, ilabel, olabel,
-                                weight, out_offsets, tid2pdf, num_tids, &h, err, errlen);
+  int rc = kb_hclg_check(num_states, num_arcs, start, final_cost, dst, ilabel, olabel, weight,
+                         out_offsets, tid2pdf, num_tids, NULL, NULL, err, errlen);
   if (rc != KB_OK) return rc;
-  kb_decoder_graph_free(h, NULL, 0);
   for (int64_t k = 0; k < num_arcs; k++)
     if (weight[k] == -INFINITY)
       return kb_fail(err, errlen, KB_EINVAL, "arc %lld has weight -inf", (long long)k);

@@ -72,4 +72,15 @@ static inline int kb_grow(void **p, int32_t *cap, int64_t need, size_t elem) {
   return 0;
 }
 
+/* Validate a decoding or training graph in place (cbridge/decoder.c; the
+   checks kbind_native.h lists under kb_decoder_graph_new). On success
+   *has_eps_out (if not NULL) receives a malloc'd num_states flags "state has
+   an input-epsilon arc" (the caller frees it) and *max_pdf_out (if not
+   NULL) the largest pdf-id of tid2pdf (-1 if none). */
+int kb_hclg_check(int32_t num_states, int64_t num_arcs, int32_t start, const float *final_cost,
+                  const int32_t *dst, const int32_t *ilabel, const int32_t *olabel,
+                  const float *weight, const int64_t *out_offsets, const int32_t *tid2pdf,
+                  int32_t num_tids, uint8_t **has_eps_out, int32_t *max_pdf_out, char *err,
+                  size_t errlen);
+
 #endif

@@ -54,12 +54,13 @@ typedef struct {
   uint32_t magic;
   int32_t num_states, start, num_tids, max_pdf;
   int64_t num_arcs;
-  const float *final;
-  const int32_t *dst, *ilabel, *olabel;
-  const float *weight;
-  const int64_t *off;
-  const int32_t *tid2pdf;
-  uint8_t *has_eps; /* owned */
+  /* copies of the caller's arrays, owned by the graph */
+  float *final;
+  int32_t *dst, *ilabel, *olabel;
+  float *weight;
+  int64_t *off;
+  int32_t *tid2pdf;
+  uint8_t *has_eps;
 } DecGraph;
 
 typedef struct {
@@ -75,13 +76,13 @@ typedef struct {
 /* ------------------------------------------------------------------------ */
 /* graph                                                                     */
 
-int kb_decoder_graph_new(int32_t num_states, int64_t num_arcs, int32_t start,
-                         const float *final_cost, const int32_t *dst, const int32_t *ilabel,
-                         const int32_t *olabel, const float *weight,
-                         const int64_t *out_offsets, const int32_t *tid2pdf,
-                         int32_t num_tids, int64_t *handle_out, char *err, size_t errlen) {
-  if (!handle_out) return kb_fail(err, errlen, KB_EINVAL, "handle_out is NULL");
-  handle_out[0] = 0;
+/* The sizes, start state and array pointers of a graph: all that sizing
+   copies of its arrays needs. */
+static int check_graph_sizes(int32_t num_states, int64_t num_arcs, int32_t start,
+                             int32_t num_tids, const float *final_cost, const int32_t *dst,
+                             const int32_t *ilabel, const int32_t *olabel, const float *weight,
+                             const int64_t *out_offsets, const int32_t *tid2pdf, char *err,
+                             size_t errlen) {
   if (num_states <= 0) return kb_fail(err, errlen, KB_EINVAL, "decoding graph has no states");
   if (num_arcs < 0) return kb_fail(err, errlen, KB_EINVAL, "negative number of arcs");
   if (start < 0 || start >= num_states)
@@ -91,27 +92,33 @@ int kb_decoder_graph_new(int32_t num_states, int64_t num_arcs, int32_t start,
   if (!final_cost || !out_offsets || !tid2pdf ||
       (num_arcs > 0 && (!dst || !ilabel || !olabel || !weight)))
     return kb_fail(err, errlen, KB_EINVAL, "missing graph arrays");
-  if (out_offsets[0] != 0 || out_offsets[num_states] != num_arcs)
-    return kb_fail(err, errlen, KB_EINVAL, "out_offsets do not span the %lld arcs",
-                   (long long)num_arcs);
+  return KB_OK;
+}
+
+int kb_hclg_check(int32_t num_states, int64_t num_arcs, int32_t start, const float *final_cost,
+                  const int32_t *dst, const int32_t *ilabel, const int32_t *olabel,
+                  const float *weight, const int64_t *out_offsets, const int32_t *tid2pdf,
+                  int32_t num_tids, uint8_t **has_eps_out, int32_t *max_pdf_out, char *err,
+                  size_t errlen) {
+  int rc = check_graph_sizes(num_states, num_arcs, start, num_tids, final_cost, dst, ilabel,
+                             olabel, weight, out_offsets, tid2pdf, err, errlen);
+  if (rc != KB_OK) return rc;
+  rc = kb_check_offsets("out_offsets", num_states, num_arcs, out_offsets, err, errlen);
+  if (rc != KB_OK) return rc;
   int32_t max_pdf = -1;
-  for (int32_t t = 1; t <= num_tids; t++) {
+  for (int64_t t = 1; t <= num_tids; t++) {
     if (tid2pdf[t] < 0)
       return kb_fail(err, errlen, KB_EINVAL, "transition-id %d maps to negative pdf-id %d",
                      (int)t, (int)tid2pdf[t]);
     if (tid2pdf[t] > max_pdf) max_pdf = tid2pdf[t];
   }
-  for (int32_t s = 0; s < num_states; s++) {
-    if (out_offsets[s + 1] < out_offsets[s])
-      return kb_fail(err, errlen, KB_EINVAL, "out_offsets decrease at state %d", (int)s);
+  for (int32_t s = 0; s < num_states; s++)
     if (isnan(final_cost[s]))
       return kb_fail(err, errlen, KB_EINVAL, "final cost of state %d is NaN", (int)s);
-  }
   uint8_t *has_eps = (uint8_t *)calloc((size_t)num_states, 1);
   uint8_t *color = (uint8_t *)calloc((size_t)num_states, 1);
   int32_t *stack = (int32_t *)malloc(sizeof(int32_t) * (size_t)num_states);
   int64_t *pos = (int64_t *)malloc(sizeof(int64_t) * (size_t)num_states);
-  int rc = KB_OK;
   if (!has_eps || !color || !stack || !pos) {
     rc = kb_fail(err, errlen, KB_ENOMEM, "out of memory (%d states)", (int)num_states);
     goto done;
@@ -179,33 +186,80 @@ int kb_decoder_graph_new(int32_t num_states, int64_t num_arcs, int32_t start,
     }
   }
   if (rc != KB_OK) goto done;
-  DecGraph *g = (DecGraph *)calloc(1, sizeof(DecGraph));
-  if (!g) {
-    rc = kb_fail(err, errlen, KB_ENOMEM, "out of memory");
-    goto done;
+  if (max_pdf_out) *max_pdf_out = max_pdf;
+  if (has_eps_out) {
+    *has_eps_out = has_eps;
+    has_eps = NULL;
   }
-  g->magic = GRAPH_MAGIC;
-  g->num_states = num_states;
-  g->start = start;
-  g->num_tids = num_tids;
-  g->max_pdf = max_pdf;
-  g->num_arcs = num_arcs;
-  g->final = final_cost;
-  g->dst = dst;
-  g->ilabel = ilabel;
-  g->olabel = olabel;
-  g->weight = weight;
-  g->off = out_offsets;
-  g->tid2pdf = tid2pdf;
-  g->has_eps = has_eps;
-  has_eps = NULL;
-  handle_out[0] = (int64_t)(intptr_t)g;
 done:
   free(has_eps);
   free(color);
   free(stack);
   free(pos);
   return rc;
+}
+
+static void graph_free(DecGraph *g) {
+  g->magic = 0;
+  free(g->final);
+  free(g->dst);
+  free(g->ilabel);
+  free(g->olabel);
+  free(g->weight);
+  free(g->off);
+  free(g->tid2pdf);
+  free(g->has_eps);
+  free(g);
+}
+
+/* n entries of `size` bytes copied into new memory (at least one byte), or NULL. */
+static void *copy_array(const void *src, int64_t n, size_t size) {
+  void *p = malloc(n > 0 ? (size_t)n * size : 1);
+  if (p && n > 0) memcpy(p, src, (size_t)n * size);
+  return p;
+}
+
+int kb_decoder_graph_new(int32_t num_states, int64_t num_arcs, int32_t start,
+                         const float *final_cost, const int32_t *dst, const int32_t *ilabel,
+                         const int32_t *olabel, const float *weight,
+                         const int64_t *out_offsets, const int32_t *tid2pdf,
+                         int32_t num_tids, int64_t *handle_out, char *err, size_t errlen) {
+  if (!handle_out) return kb_fail(err, errlen, KB_EINVAL, "handle_out is NULL");
+  handle_out[0] = 0;
+  /* the sizes and pointers first (they size the copies), then everything
+     else on the copies, which no caller can change afterwards */
+  int rc = check_graph_sizes(num_states, num_arcs, start, num_tids, final_cost, dst, ilabel,
+                             olabel, weight, out_offsets, tid2pdf, err, errlen);
+  if (rc != KB_OK) return rc;
+  DecGraph *g = (DecGraph *)calloc(1, sizeof(DecGraph));
+  if (!g) return kb_fail(err, errlen, KB_ENOMEM, "out of memory");
+  g->magic = GRAPH_MAGIC;
+  g->num_states = num_states;
+  g->start = start;
+  g->num_tids = num_tids;
+  g->num_arcs = num_arcs;
+  g->final = (float *)copy_array(final_cost, num_states, sizeof(float));
+  g->off = (int64_t *)copy_array(out_offsets, (int64_t)num_states + 1, sizeof(int64_t));
+  g->dst = (int32_t *)copy_array(dst, num_arcs, sizeof(int32_t));
+  g->ilabel = (int32_t *)copy_array(ilabel, num_arcs, sizeof(int32_t));
+  g->olabel = (int32_t *)copy_array(olabel, num_arcs, sizeof(int32_t));
+  g->weight = (float *)copy_array(weight, num_arcs, sizeof(float));
+  g->tid2pdf = (int32_t *)copy_array(tid2pdf, (int64_t)num_tids + 1, sizeof(int32_t));
+  if (!g->final || !g->off || !g->dst || !g->ilabel || !g->olabel || !g->weight ||
+      !g->tid2pdf) {
+    graph_free(g);
+    return kb_fail(err, errlen, KB_ENOMEM, "out of memory copying a graph of %d states and "
+                   "%lld arcs", (int)num_states, (long long)num_arcs);
+  }
+  rc = kb_hclg_check(num_states, num_arcs, start, g->final, g->dst, g->ilabel, g->olabel,
+                         g->weight, g->off, g->tid2pdf, num_tids, &g->has_eps, &g->max_pdf,
+                         err, errlen);
+  if (rc != KB_OK) {
+    graph_free(g);
+    return rc;
+  }
+  handle_out[0] = (int64_t)(intptr_t)g;
+  return KB_OK;
 }
 
 static DecGraph *get_graph(int64_t h) {
@@ -218,9 +272,7 @@ int kb_decoder_graph_free(int64_t handle, char *err, size_t errlen) {
   if (handle == 0) return KB_OK;
   DecGraph *g = get_graph(handle);
   if (!g) return kb_fail(err, errlen, KB_EINVAL, "not a decoder graph handle");
-  g->magic = 0;
-  free(g->has_eps);
-  free(g);
+  graph_free(g);
   return KB_OK;
 }
 

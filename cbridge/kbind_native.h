@@ -7,8 +7,18 @@
  *   - never exits, aborts or prints;
  *   - never allocates memory the caller must free: callers own every buffer
  *     (usually the storage of contiguous torch tensors); scratch memory is
- *     freed before returning;
- *   - bounds-checks every index it reads from caller data before using it.
+ *     freed before returning; the exceptions are the opaque handles below
+ *     (decoder graph, decode and determinization results, den graph index),
+ *     each released by its own *_free function;
+ *   - reads and writes exactly the number of entries each array's comment
+ *     gives in terms of the size arguments (e.g. dst[num_arcs],
+ *     out_offsets[num_states + 1]): the caller guarantees those lengths
+ *     (kbind._native.ptr checks each array against them), and the function
+ *     checks every index, offset and size it reads from caller data against
+ *     the size arguments before using it, so that no input makes it read or
+ *     write outside those lengths;
+ *   - a function that keeps data beyond the call (a handle) keeps its own
+ *     copy: the caller's arrays may change or be freed right after it returns.
  *
  * Compact FST representation (shared by the chain, alignment and decoding
  * kernels). An FST with `num_states` states and `num_arcs` arcs is given as
@@ -91,12 +101,13 @@ int kb_fst_connect(int32_t num_states, int64_t num_arcs, int32_t start, const fl
  * (kbind.decode.decoder does so in __del__ / close()); 0 is never a valid
  * handle and freeing 0 is a no-op. No other scratch outlives a call.
  *
- * kb_decoder_graph_new validates the graph once (out_offsets span the arcs,
- * destinations in range, ilabel in [0, num_tids], olabel >= 0, no NaN
- * weight or final cost, tid2pdf[1..num_tids] >= 0, no epsilon cycle) and
- * keeps POINTERS to the caller's arrays: they must stay alive and unchanged
- * until kb_decoder_graph_free. A graph handle may be used by several
- * threads at once (read-only).
+ * kb_decoder_graph_new copies the graph into memory the handle owns (about
+ * 21 bytes per arc and 12 per state, freed by kb_decoder_graph_free) and
+ * validates the copy: out_offsets start at 0, never decrease and end at
+ * num_arcs; destinations in [0, num_states); ilabel in [0, num_tids];
+ * olabel >= 0; no NaN weight or final cost; tid2pdf[1..num_tids] >= 0; no
+ * epsilon cycle. The caller's arrays are not used after it returns. A graph
+ * handle may be used by several threads at once (read-only).
  *   final_cost[num_states] (+inf = not final); dst/ilabel/olabel/weight
  *   [num_arcs] grouped by source; out_offsets[num_states + 1];
  *   tid2pdf[num_tids + 1] (entry 0 unused).
@@ -332,7 +343,8 @@ int kb_lattice_best_paths(int32_t num_states, int64_t num_arcs, int32_t start,
  *   graph: final_cost[num_states] (+inf = not final), out_offsets
  *     [num_states + 1], dst/ilabel/olabel/weight[num_arcs] grouped by source
  *     (ilabel: transition-id in [1, num_tids] or 0 = epsilon; olabel: word
- *     or 0); checked as kb_decoder_graph_new checks (no epsilon cycles);
+ *     or 0); checked as kb_decoder_graph_new checks (no epsilon cycles),
+ *     and no -inf weight or final cost; used in place (nothing is kept);
  *   tid2pdf[num_tids + 1] (entry 0 unused), every pdf-id < num_cols;
  *   loglikes[num_frames][num_cols] row-major float32 (NaN or +inf ->
  *     KB_EINVAL naming frame and pdf); the acoustic cost of an arc is

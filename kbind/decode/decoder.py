@@ -40,6 +40,8 @@ Parallel decoding: cffi releases the GIL around every C call (API mode, the
 default for all functions), so :meth:`LatticeDecoder.decode_batch` runs
 utterances on a thread pool sharing one read-only C graph; search and
 determinization run in C, only building the lattice objects holds the GIL.
+The C graph is a copy of the HCLG's arrays: changing them after building the
+decoder does not change (or break) it.
 """
 
 from __future__ import annotations
@@ -134,11 +136,11 @@ class LatticeDecoder:
     """Decoder over one HCLG (``Fst`` or ``CompactFst``) for one transition
     model (or a ``tid2pdf`` table, index 0 unused).
 
-    The C graph handle is created once and shared by all threads of
-    :meth:`decode_batch`; it is freed by :meth:`close` (or ``with``, or
-    garbage collection). Graph arrays are narrowed to int32 / float32
-    checked (ValueError for a value that does not fit) and must agree in
-    length (ValueError naming the array)."""
+    The C graph handle is created once (from a copy of the graph's arrays)
+    and shared by all threads of :meth:`decode_batch`; it is freed by
+    :meth:`close` (or ``with``, or garbage collection). Graph arrays are
+    narrowed to int32 / float32 checked (ValueError for a value that does
+    not fit) and must agree in length (ValueError naming the array)."""
 
     def __init__(self, hclg, trans_model_or_tid2pdf, opts: Optional[DecoderOptions] = None):
         self.opts = opts or DecoderOptions()
@@ -162,8 +164,6 @@ class LatticeDecoder:
         olabel = arr(hclg.arc_olabel, torch.int32, "arc_olabel")
         weight = arr(hclg.arc_weight, torch.float32, "arc_weight")
         offsets = arr(offsets, torch.int64, "state_offsets")
-        # the C graph keeps pointers into these: they live as long as the decoder
-        self._arrays = (final, dst, ilabel, olabel, weight, offsets)
         S, P = self.num_states, _native.ptr
         offsets_p = P(offsets, S + 1, "state_offsets")
         A = int(offsets[-1])  # the arcs as the offsets count them: every arc array has A

@@ -1,7 +1,8 @@
 """The decoder, the determinizer and the best-path search at the C boundary:
 arrays that disagree in length or hold values that do not fit int32 are
-refused before C runs, values that are wrong are refused by C, and the
-copy-out functions check the capacities they are given."""
+refused before C runs, the decoder's C graph is its own copy (changing the
+caller's arrays afterwards changes nothing), and the copy-out functions
+check the capacities they are given."""
 
 from __future__ import annotations
 
@@ -76,6 +77,27 @@ def test_decoder_refuses_values_that_would_wrap():
     t2p[2] += 2**32
     with pytest.raises(ValueError, match=r"tid2pdf: entry 2"):
         LatticeDecoder(g, t2p, RAW)
+
+
+@pytest.mark.parametrize("from_compact", [False, True])
+def test_decoder_keeps_its_own_copy_of_the_graph(from_compact):
+    """Arrays changed (even to nonsense) after the decoder was built do not
+    reach the search: it decodes as before (it used to keep pointers into
+    them and crash)."""
+    g, tid2pdf, ll = small_case(1)
+    src = CompactFst.from_fst(g) if from_compact else g
+    dec = LatticeDecoder(src, tid2pdf, RAW)
+    before = dec.decode(ll)
+    dst = src.arc_dst
+    offsets = src.out_offsets if from_compact else src.state_offsets
+    src.arc_ilabel[0] = 10**6
+    dst[:] = 10**6
+    offsets[1] = 10**9
+    src.arc_weight[:] = float("nan")
+    after = dec.decode(ll)
+    assert (after.words, after.alignment, after.cost) == (before.words, before.alignment,
+                                                          before.cost)
+    assert after.lattice.equal(before.lattice)
 
 
 def decoded_lattice(seed=2):
