@@ -932,7 +932,7 @@ static int build_lattice(Dec *d, DecResult *r) {
   }
   for (int32_t f = 0; f < nf1; f++) {
     if (d->frames[f].toks < 0) {
-      rc = kb_fail(d->err, d->errlen, KB_EINVAL,
+      rc = kb_fail(d->err, d->errlen, KB_ENOPATH,
                    "no tokens active on frame %d: cannot produce a lattice", (int)f);
       goto done;
     }
@@ -1055,7 +1055,7 @@ static int build_lattice(Dec *d, DecResult *r) {
     free(aw);
     free(fin);
     free(acc);
-    rc = kb_fail(d->err, d->errlen, KB_EINVAL, "the start token did not survive pruning");
+    rc = kb_fail(d->err, d->errlen, KB_ENOPATH, "the start token did not survive pruning");
     goto done;
   }
   acc[0] = 1;
@@ -1122,7 +1122,7 @@ static int build_lattice(Dec *d, DecResult *r) {
   free(fin);
   /* shortest path (LatticeWeight order: v1+v2, then v1), float sums */
   if (nkeep == 0) {
-    rc = kb_fail(d->err, d->errlen, KB_EINVAL, "the lattice is empty after Connect "
+    rc = kb_fail(d->err, d->errlen, KB_ENOPATH, "the lattice is empty after Connect "
                  "(no path from the start to a surviving token)");
     goto done;
   }
@@ -1158,7 +1158,7 @@ static int build_lattice(Dec *d, DecResult *r) {
     }
   }
   if (best < 0) {
-    rc = kb_fail(d->err, d->errlen, KB_EINVAL, "no path to a final state in the lattice");
+    rc = kb_fail(d->err, d->errlen, KB_ENOPATH, "no path to a final state in the lattice");
     goto done;
   }
   /* trace back: collect arcs, then sum in path order */
@@ -1235,9 +1235,9 @@ int kb_decode_lattice_faster(int64_t graph, const float *loglikes, int32_t num_f
   result_out[0] = 0;
   const DecGraph *g = get_graph(graph);
   if (!g) return kb_fail(err, errlen, KB_EINVAL, "not a decoder graph handle");
-  if (num_frames <= 0)
-    return kb_fail(err, errlen, KB_EINVAL, "no frames to decode (%d)", (int)num_frames);
-  if (!loglikes) return kb_fail(err, errlen, KB_EINVAL, "loglikes is NULL");
+  if (num_frames < 0 || num_cols <= 0)
+    return kb_fail(err, errlen, KB_EINVAL, "bad log-likelihood matrix: %d frames x %d columns",
+                   (int)num_frames, (int)num_cols);
   if (num_cols <= g->max_pdf)
     return kb_fail(err, errlen, KB_EINVAL, "loglikes have %d columns but the transition "
                    "model has pdf-ids up to %d", (int)num_cols, (int)g->max_pdf);
@@ -1248,6 +1248,9 @@ int kb_decode_lattice_faster(int64_t graph, const float *loglikes, int32_t num_f
     return kb_fail(err, errlen, KB_EINVAL, "invalid decoder options (need beam > 0, "
                    "lattice_beam > 0, max_active > 1, 0 <= min_active <= max_active, "
                    "prune_interval > 0, beam_delta > 0, hash_ratio >= 1, 0 < prune_scale < 1)");
+  if (num_frames == 0)
+    return kb_fail(err, errlen, KB_ENOPATH, "zero-length utterance: no frames to decode");
+  if (!loglikes) return kb_fail(err, errlen, KB_EINVAL, "loglikes is NULL");
   for (int32_t t = 0; t < num_frames; t++) {
     const float *row = loglikes + (size_t)t * (size_t)num_cols;
     for (int32_t p = 0; p < num_cols; p++) {

@@ -39,8 +39,10 @@
 #include <stdint.h>
 
 #define KB_OK 0
-#define KB_EINVAL 1
-#define KB_ENOMEM 2
+#define KB_EINVAL 1  /* bad input: sizes, indices, labels, NaN / inf values, options */
+#define KB_ENOMEM 2  /* an allocation failed */
+#define KB_ENOPATH 3 /* valid input, but the search found no result (no token survived,
+                        no path in the lattice, zero frames): Kaldi's "Failed to decode" */
 
 /* Version of the C API, and a hash of the sources it was built from
    (lets Python detect a stale build). */
@@ -122,7 +124,7 @@ int kb_decoder_graph_free(int64_t handle, char *err, size_t errlen);
 /*
  * Decode one utterance: loglikes[num_frames][num_cols] (row-major float32,
  * column = pdf-id; num_cols must exceed every pdf-id of tid2pdf; NaN or +inf
- * -> KB_EINVAL naming the frame). Options as LatticeFasterDecoderConfig
+ * -> KB_EINVAL naming the frame and pdf). Options as LatticeFasterDecoderConfig
  * (beam, max_active, min_active, lattice_beam, prune_interval, beam_delta,
  * hash_ratio, prune_scale) and the decodable's acoustic_scale.
  * On success result_out[0] is a result handle and
@@ -130,7 +132,12 @@ int kb_decoder_graph_free(int64_t handle, char *err, size_t errlen);
  *   [2] = lattice states, [3] = lattice arcs, [4] = 1 if a final state was
  *   reached (Kaldi's ReachedFinal), else 0 (then the lattice treats every
  *   last-frame state as final, as use_final_probs does).
- * Fails if no token survives to the end (Kaldi: "Failed to decode").
+ * Fails with KB_EINVAL on bad input (a negative number of frames, too few
+ * columns, a NaN or +inf log-likelihood, invalid options), and with
+ * KB_ENOPATH when the input is valid but gives no lattice: zero frames
+ * (Kaldi counts a zero-length utterance as failed), no token surviving to
+ * the end, or no path from the start to a last-frame token (Kaldi: "Failed
+ * to decode").
  */
 int kb_decode_lattice_faster(int64_t graph, const float *loglikes, int32_t num_frames,
                              int32_t num_cols, float acoustic_scale, float beam,

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 __all__ = ["NativeError", "ffi", "lib", "call", "ptr", "as_c_array", "available",
-           "max_threads", "KB_EINVAL", "KB_ENOMEM"]
+           "max_threads", "KB_EINVAL", "KB_ENOMEM", "KB_ENOPATH"]
 
 # the status codes of cbridge/kbind_native.h
 KB_EINVAL = 1   # bad input
 KB_ENOMEM = 2   # an allocation failed
+KB_ENOPATH = 3  # valid input, but the search found no result
 
 _REBUILD = ("rebuild it with `pip install --no-build-isolation -e .` (or `make install`) "
             "in the kbind checkout")
@@ -36,7 +37,8 @@ _REBUILD = ("rebuild it with `pip install --no-build-isolation -e .` (or `make i
 
 class NativeError(RuntimeError):
     """A failure reported by the C core (bad sizes, ids out of range, ...);
-    ``code`` is its status (:data:`KB_EINVAL`, :data:`KB_ENOMEM`)."""
+    ``code`` is its status (:data:`KB_EINVAL`, :data:`KB_ENOMEM`,
+    :data:`KB_ENOPATH`)."""
 
     def __init__(self, message: str, code: int = KB_EINVAL):
         super().__init__(message)

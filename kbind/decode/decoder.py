@@ -42,13 +42,18 @@ utterances on a thread pool sharing one read-only C graph; search and
 determinization run in C, only building the lattice objects holds the GIL.
 The C graph is a copy of the HCLG's arrays: changing them after building the
 decoder does not change (or break) it.
+
+Errors: bad input -- NaN or +inf log-likelihoods (a diverged model), too few
+columns, a malformed graph -- raises ValueError; :class:`DecodeFailure` is
+only what latgen-faster counts as a failed utterance (no surviving token,
+zero frames, no final state reached with ``allow_partial=False``).
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -62,8 +67,9 @@ __all__ = ["DecoderOptions", "DecodeResult", "DecodeFailure", "LatticeDecoder",
 
 
 class DecodeFailure(RuntimeError):
-    """No lattice for an utterance (no surviving token, or no final state
-    reached with ``allow_partial=False``), as latgen-faster's warnings."""
+    """No lattice for an utterance whose input is valid (no surviving token,
+    zero frames, or no final state reached with ``allow_partial=False``), as
+    latgen-faster's warnings. Bad input raises ValueError instead."""
 
 
 @dataclass
@@ -130,6 +136,12 @@ def _tid2pdf_tensor(trans_model_or_tid2pdf) -> torch.Tensor:
         raise ValueError(f"transition-id {tid} has no pdf-id ({int(arr[tid])})")
     arr[0] = 0
     return arr
+
+
+def _utterance_error(e: Exception, index: int, key) -> Exception:
+    """``e`` again (same type) with the utterance named in front."""
+    where = f"utterance {index}" + ("" if key is None else f" ({key})")
+    return type(e)(f"{where}: {e}")
 
 
 class LatticeDecoder:
@@ -209,7 +221,7 @@ class LatticeDecoder:
     def decode_raw(self, loglikes):
         """The C search only: (alignment, words, graph_cost, scaled acoustic
         cost, final_relative_cost, reached_final, raw Lattice with SCALED
-        acoustic costs)."""
+        acoustic costs). Errors as :meth:`decode`."""
         if not self._handle:
             raise RuntimeError("decoder is closed")
         x = self._loglikes(loglikes)
@@ -224,7 +236,11 @@ class LatticeDecoder:
                          float(o.beam_delta), float(o.hash_ratio), float(o.prune_scale),
                          P(res, 1, "result"), P(sizes, 8, "sizes"))
         except _native.NativeError as e:
-            raise DecodeFailure(str(e)) from None
+            if e.code == _native.KB_ENOPATH:
+                raise DecodeFailure(str(e)) from None
+            if e.code == _native.KB_ENOMEM:
+                raise MemoryError(f"decoding: {e}") from None
+            raise ValueError(str(e)) from None
         handle = int(res[0])
         try:
             T, nw, ns, na, reached = (int(v) for v in sizes[:5])
@@ -252,7 +268,10 @@ class LatticeDecoder:
     def decode(self, loglikes) -> DecodeResult:
         """Decode one utterance (``loglikes``: (T, num_pdfs) tensor of
         log-likelihoods, column = pdf-id). Raises :class:`DecodeFailure` as
-        latgen-faster fails an utterance (and ValueError on bad input)."""
+        latgen-faster fails an utterance (no surviving token, zero frames,
+        no final state reached without ``allow_partial``), ValueError on bad
+        input (NaN or +inf log-likelihoods, too few columns, not (T, D)) and
+        MemoryError when the C core runs out of memory."""
         o = self.opts
         ali, words, g, a_scaled, frc, reached, lat = self.decode_raw(loglikes)
         if not reached and not o.allow_partial:
@@ -270,28 +289,46 @@ class LatticeDecoder:
                             reached_final=reached, final_relative_cost=frc, lattice=lat_out,
                             compact_lattice=clat)
 
-    def decode_batch(self, loglikes_list: Sequence, num_workers: int = 1,
+    def decode_batch(self, utterances: Union[Sequence, Mapping], num_workers: int = 1,
                      on_error: str = "raise") -> List[Optional[DecodeResult]]:
         """Decode several utterances on ``num_workers`` threads (the C search
-        runs without the GIL); results in input order. ``on_error``:
-        ``"raise"`` (first failure raises) or ``"none"`` (failed utterances
-        give None)."""
+        runs without the GIL); results in input order.
+
+        ``utterances``: log-likelihood matrices, ``(key, loglikes)`` pairs
+        (``key`` a str), or a dict ``{key: loglikes}`` (results in its
+        order). ``on_error``: ``"raise"`` (the first failure raises) or
+        ``"none"`` (an utterance that fails to decode, :class:`DecodeFailure`,
+        gives None, as latgen-faster counts it and goes on). Bad input
+        (ValueError: NaN or +inf log-likelihoods from a diverged model, too
+        few columns) raises in both modes. An error raised has the type
+        :meth:`decode` gave it and a message that starts with the utterance:
+        ``utterance 3 (utt-key): ...``.
+
+        >>> results = decoder.decode_batch({"utt1": ll1, "utt2": ll2}, num_workers=4)
+        """
         if on_error not in ("raise", "none"):
             raise ValueError("on_error must be 'raise' or 'none'")
+        if isinstance(utterances, Mapping):
+            items = list(utterances.items())
+        else:
+            items = [u if isinstance(u, tuple) and len(u) == 2 and isinstance(u[0], str)
+                     else (None, u) for u in utterances]
 
-        def one(x):
+        def one(index):
+            key, x = items[index]
             try:
                 return self.decode(x)
-            except DecodeFailure:
+            except DecodeFailure as e:
                 if on_error == "none":
                     return None
-                raise
+                raise _utterance_error(e, index, key) from e
+            except (ValueError, TypeError, MemoryError) as e:
+                raise _utterance_error(e, index, key) from e
 
-        items = list(loglikes_list)
         if num_workers <= 1 or len(items) <= 1:
-            return [one(x) for x in items]
+            return [one(i) for i in range(len(items))]
         with ThreadPoolExecutor(max_workers=num_workers) as ex:
-            return list(ex.map(one, items))
+            return list(ex.map(one, range(len(items))))
 
 
 def write_lattices(wspecifier: str, results: Union[dict, Iterable[Tuple[str, DecodeResult]]],
