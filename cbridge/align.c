@@ -436,8 +436,9 @@ int kb_align_compiled(int32_t num_states, int64_t num_arcs, int32_t start,
                       float beam_delta, float hash_ratio, int32_t *alignment, int32_t *words,
                       int32_t words_capacity, int32_t *info, float *costs, char *err,
                       size_t errlen) {
-  if (!alignment || !info || !costs || (words_capacity > 0 && !words))
-    return kb_fail(err, errlen, KB_EINVAL, "missing output arrays");
+  if (!alignment || !info || !costs || words_capacity < 0 || (words_capacity > 0 && !words))
+    return kb_fail(err, errlen, KB_EINVAL, "missing output arrays (or words_capacity %d < 0)",
+                   (int)words_capacity);
   if (num_frames < 0 || num_cols <= 0 || (num_frames > 0 && !loglikes))
     return kb_fail(err, errlen, KB_EINVAL, "bad log-likelihood matrix: %d frames x %d columns",
                    (int)num_frames, (int)num_cols);

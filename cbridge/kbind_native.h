@@ -363,7 +363,8 @@ int kb_lattice_best_paths(int32_t num_states, int64_t num_arcs, int32_t start,
  *   reached), 0 if the utterance failed (then nothing else is written);
  *   [1] 1 if the retry beam was used; [2] number of words on the path.
  *   alignment[num_frames]: the transition-ids of the best path;
- *   words[words_capacity]: its words (the first words_capacity of them);
+ *   words[words_capacity]: its words (the first words_capacity of them:
+ *   when info[2] > words_capacity, call again with a larger buffer);
  *   costs[3]: graph cost and SCALED acoustic cost of the best path (incl.
  *   the final cost), and the log-likelihood -(graph + acoustic) /
  *   acoustic_scale as Kaldi logs it.

@@ -266,8 +266,8 @@ def search(graph: Union[AlignGraph, Fst], tid2pdf, loglikes: torch.Tensor,
     of transition-ids); ``loglikes``: (T, D) float32 CPU tensor.
 
     Returns ``(ok, retried, alignment, words, costs)``: ``ok`` False when no
-    final state was reached (then alignment and words are None); costs =
-    (graph cost, scaled acoustic cost, log-likelihood).
+    final state was reached (then alignment and words are None; when ``ok``
+    neither is); costs = (graph cost, scaled acoustic cost, log-likelihood).
     Raises ValueError when an array does not have the graph's length or a
     value does not fit int32 / float32, and
     :class:`kbind._native.NativeError` on other bad input."""
@@ -281,24 +281,32 @@ def search(graph: Union[AlignGraph, Fst], tid2pdf, loglikes: torch.Tensor,
     S, num_tids, p = g.num_states, int(t2p.numel()) - 1, _native.ptr
     off_p = p(off, S + 1, "state_offsets")
     A = int(off[-1])  # the arcs as the offsets count them: every arc array has A
-    ali = torch.empty(T, dtype=torch.int32)
-    cap = max(16, T + 1)  # each word of a training graph takes at least one frame
-    words = torch.empty(cap, dtype=torch.int32)
-    info = torch.zeros(3, dtype=torch.int32)
-    costs = torch.zeros(3, dtype=torch.float32)
-    _native.call("kb_align_compiled", S, A, g.start, p(final, S, "final"), off_p,
-                 p(dst, A, "arc_dst"), p(il, A, "arc_ilabel"), p(ol, A, "arc_olabel"),
-                 p(w, A, "arc_weight"), p(t2p, num_tids + 1, "tid2pdf"), num_tids,
-                 p(x, T * D, "loglikes"), T, D, float(opts.acoustic_scale), float(opts.beam),
-                 float(opts.retry_beam), int(opts.max_active), int(opts.min_active),
-                 float(opts.beam_delta), float(opts.hash_ratio), p(ali, T, "alignment"),
-                 p(words, cap, "words"), cap, p(info, 3, "info"), p(costs, 3, "costs"))
+
+    def run(cap):
+        ali = torch.empty(T, dtype=torch.int32)
+        words = torch.empty(cap, dtype=torch.int32)
+        info = torch.zeros(3, dtype=torch.int32)
+        costs = torch.zeros(3, dtype=torch.float32)
+        _native.call("kb_align_compiled", S, A, g.start, p(final, S, "final"), off_p,
+                     p(dst, A, "arc_dst"), p(il, A, "arc_ilabel"), p(ol, A, "arc_olabel"),
+                     p(w, A, "arc_weight"), p(t2p, num_tids + 1, "tid2pdf"), num_tids,
+                     p(x, T * D, "loglikes"), T, D, float(opts.acoustic_scale),
+                     float(opts.beam), float(opts.retry_beam), int(opts.max_active),
+                     int(opts.min_active), float(opts.beam_delta), float(opts.hash_ratio),
+                     p(ali, T, "alignment"), p(words, cap, "words"), cap, p(info, 3, "info"),
+                     p(costs, 3, "costs"))
+        return ali, words, info, costs
+
+    # a word usually takes at least one frame; words on epsilon arcs can make
+    # more, and then the search runs again with room for all of them (it is
+    # deterministic: same path, same words)
+    ali, words, info, costs = run(max(16, T + 1))
+    if info[0] and int(info[2]) > words.numel():
+        ali, words, info, costs = run(int(info[2]))
     retried = bool(info[1])
     if not info[0]:
         return False, retried, None, None, costs.numpy()
-    nw = int(info[2])
-    wd = words[:nw].numpy().copy() if nw <= cap else None
-    return True, retried, ali.numpy(), wd, costs.numpy()
+    return True, retried, ali.numpy(), words[:int(info[2])].numpy(), costs.numpy()
 
 
 class MonophoneGraphCompiler:

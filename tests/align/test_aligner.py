@@ -521,6 +521,23 @@ def test_search_refuses_short_arrays_and_wrapping_values():
         search(g, np.array([0, 2**32]), x, o)
 
 
+def test_search_returns_every_word_on_epsilon_arcs():
+    """Words on input-epsilon arcs take no frame: a path with more words than
+    frames (here 40 words, 1 frame) still comes back with all its words (the
+    word buffer used to be too small: ok=True with words=None)."""
+    n = 40
+    src = list(range(n + 1))
+    dst = list(range(1, n + 2))
+    il = [0] * n + [1]
+    ol = list(range(1, n + 1)) + [0]
+    final = [INF] * (n + 1) + [0.0]
+    g = Fst(n + 2, 0, final, src, dst, il, ol, [0.0] * (n + 1))
+    ok, _retried, ali, words, _costs = search(g, np.array([0, 0], np.int32), torch.zeros(1, 1),
+                                              AlignOptions())
+    assert ok and ali.tolist() == [1]
+    assert words is not None and words.tolist() == list(range(1, n + 1))
+
+
 def test_threads_pickle_and_cache(setup):
     lang, tree, tm = setup
     al = ForcedAligner(tm, tree, lang, graph_cache=3)
