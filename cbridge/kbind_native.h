@@ -101,15 +101,18 @@ int kb_fst_connect(int32_t num_states, int64_t num_arcs, int32_t start, const fl
  * number) in handle_out[0] / result_out[0]. The caller owns the handle and
  * must release it exactly once with the matching *_free function
  * (kbind.decode.decoder does so in __del__ / close()); 0 is never a valid
- * handle and freeing 0 is a no-op. No other scratch outlives a call.
+ * handle and freeing 0 is a no-op. No other scratch outlives a call. A
+ * handle is used as the pointer it is: the magic number catches a handle of
+ * the other kind (and usually one already freed), not any int64 at all.
  *
- * kb_decoder_graph_new copies the graph into memory the handle owns (about
- * 21 bytes per arc and 12 per state, freed by kb_decoder_graph_free) and
- * validates the copy: out_offsets start at 0, never decrease and end at
- * num_arcs; destinations in [0, num_states); ilabel in [0, num_tids];
- * olabel >= 0; no NaN weight or final cost; tid2pdf[1..num_tids] >= 0; no
- * epsilon cycle. The caller's arrays are not used after it returns. A graph
- * handle may be used by several threads at once (read-only).
+ * kb_decoder_graph_new copies the graph into memory the handle owns (16
+ * bytes per arc, 13 per state, 4 per transition-id; freed by
+ * kb_decoder_graph_free) and validates the copy: out_offsets start at 0,
+ * never decrease and end at num_arcs; destinations in [0, num_states);
+ * ilabel in [0, num_tids]; olabel >= 0; no NaN weight or final cost;
+ * tid2pdf[1..num_tids] >= 0; no epsilon cycle. The caller's arrays are not
+ * used after it returns. A graph handle may be used by several threads at
+ * once (read-only).
  *   final_cost[num_states] (+inf = not final); dst/ilabel/olabel/weight
  *   [num_arcs] grouped by source; out_offsets[num_states + 1];
  *   tid2pdf[num_tids + 1] (entry 0 unused).
