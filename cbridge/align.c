@@ -436,8 +436,9 @@ int kb_align_compiled(int32_t num_states, int64_t num_arcs, int32_t start,
                       float beam_delta, float hash_ratio, int32_t *alignment, int32_t *words,
                       int32_t words_capacity, int32_t *info, float *costs, char *err,
                       size_t errlen) {
-  if (!alignment || !info || !costs || (words_capacity > 0 && !words))
-    return kb_fail(err, errlen, KB_EINVAL, "missing output arrays");
+  if (!alignment || !info || !costs || words_capacity < 0 || (words_capacity > 0 && !words))
+    return kb_fail(err, errlen, KB_EINVAL, "missing output arrays (or words_capacity %d < 0)",
+                   (int)words_capacity);
   if (num_frames < 0 || num_cols <= 0 || (num_frames > 0 && !loglikes))
     return kb_fail(err, errlen, KB_EINVAL, "bad log-likelihood matrix: %d frames x %d columns",
                    (int)num_frames, (int)num_cols);
@@ -454,18 +455,16 @@ int kb_align_compiled(int32_t num_states, int64_t num_arcs, int32_t start,
                    "0 <= min_active < max_active, hash_ratio >= 1, beam_delta >= 0)");
   /* graph checks (sizes, offsets, destinations, labels in [0, num_tids],
      NaN weights, epsilon cycles, tid2pdf >= 0): shared with the decoder */
-  int64_t h = 0;
-  int rc = kb_decoder_graph_new(num_states, num_arcs, start, final_cost, dst, ilabel, olabel,
-                                weight, out_offsets, tid2pdf, num_tids, &h, err, errlen);
+  int rc = kb_hclg_check(num_states, num_arcs, start, final_cost, dst, ilabel, olabel, weight,
+                         out_offsets, tid2pdf, num_tids, NULL, NULL, err, errlen);
   if (rc != KB_OK) return rc;
-  kb_decoder_graph_free(h, NULL, 0);
   for (int64_t k = 0; k < num_arcs; k++)
     if (weight[k] == -INFINITY)
       return kb_fail(err, errlen, KB_EINVAL, "arc %lld has weight -inf", (long long)k);
   for (int32_t s = 0; s < num_states; s++)
     if (final_cost[s] == -INFINITY)
       return kb_fail(err, errlen, KB_EINVAL, "final cost of state %d is -inf", (int)s);
-  for (int32_t t = 1; t <= num_tids; t++)
+  for (int64_t t = 1; t <= num_tids; t++)
     if (tid2pdf[t] >= num_cols)
       return kb_fail(err, errlen, KB_EINVAL, "transition-id %d maps to pdf-id %d, but the "
                      "log-likelihoods have only %d columns", (int)t, (int)tid2pdf[t],

@@ -4,6 +4,11 @@ The C declarations come from ``kbind_native.h`` (the single header that
 declares the C API); the sources are every ``*.c`` in this folder. Built with
 optimisation and OpenMP when the compiler supports it. ``setup.py`` runs this
 through ``cffi_modules``; ``python cbridge/build_native.py`` builds in place.
+
+Environment: ``KBIND_NO_OPENMP=1`` builds without OpenMP; ``KBIND_SANITIZE=1``
+builds with AddressSanitizer and UndefinedBehaviorSanitizer, for checking the
+C core's bounds (run Python with ``LD_PRELOAD=$(gcc -print-file-name=libasan.so)
+ASAN_OPTIONS=detect_leaks=0``; rebuild without it afterwards).
 """
 
 from __future__ import annotations
@@ -63,6 +68,10 @@ def make_builder() -> FFI:
     cflags = ["-O3", "-std=c11", "-Wall", "-fno-math-errno",
               f'-DKB_SOURCE_HASH="{source_hash()}"']
     ldflags = []
+    if os.environ.get("KBIND_SANITIZE") == "1":
+        sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+        cflags += sanitize + ["-O1", "-g"]
+        ldflags += sanitize
     if openmp:
         cflags.append("-fopenmp")
         ldflags.append("-fopenmp")

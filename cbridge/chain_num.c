@@ -78,6 +78,7 @@ static inline int kb_num_bad_d(double v) { return v != v || v == INFINITY; }
 #undef KB_NUM_TEMPLATE
 
 int kb_chain_num_forward_backward(int32_t num_sequences, int32_t num_frames, int32_t num_pdfs,
+                                  int64_t num_states, int64_t num_arcs,
                                   const int64_t *lengths, const int64_t *state_offsets,
                                   const int64_t *arc_offsets, const int32_t *start,
                                   const int32_t *arc_src, const int32_t *arc_dst,
@@ -100,8 +101,14 @@ int kb_chain_num_forward_backward(int32_t num_sequences, int32_t num_frames, int
   if (post_f && post_d)
     return kb_fail(err, errlen, KB_EINVAL,
                    "numerator: give at most one of the float32 / float64 posterior buffers");
-  if (state_offsets[0] != 0 || arc_offsets[0] != 0)
-    return kb_fail(err, errlen, KB_EINVAL, "numerator: state/arc offsets must start at 0");
+  if (state_offsets[0] != 0 || state_offsets[S] != num_states)
+    return kb_fail(err, errlen, KB_EINVAL, "numerator: state offsets must run from 0 to the "
+                   "%lld states (got %lld .. %lld)", (long long)num_states,
+                   (long long)state_offsets[0], (long long)state_offsets[S]);
+  if (arc_offsets[0] != 0 || arc_offsets[S] != num_arcs)
+    return kb_fail(err, errlen, KB_EINVAL, "numerator: arc offsets must run from 0 to the "
+                   "%lld arcs (got %lld .. %lld)", (long long)num_arcs,
+                   (long long)arc_offsets[0], (long long)arc_offsets[S]);
   int64_t maxN = 1, maxA = 1, maxL = 1;
   for (int32_t s = 0; s < S; s++) {
     int64_t n = state_offsets[s + 1] - state_offsets[s];

@@ -54,12 +54,13 @@ typedef struct {
   uint32_t magic;
   int32_t num_states, start, num_tids, max_pdf;
   int64_t num_arcs;
-  const float *final;
-  const int32_t *dst, *ilabel, *olabel;
-  const float *weight;
-  const int64_t *off;
-  const int32_t *tid2pdf;
-  uint8_t *has_eps; /* owned */
+  /* copies of the caller's arrays, owned by the graph */
+  float *final;
+  int32_t *dst, *ilabel, *olabel;
+  float *weight;
+  int64_t *off;
+  int32_t *tid2pdf;
+  uint8_t *has_eps;
 } DecGraph;
 
 typedef struct {
@@ -75,13 +76,13 @@ typedef struct {
 /* ------------------------------------------------------------------------ */
 /* graph                                                                     */
 
-int kb_decoder_graph_new(int32_t num_states, int64_t num_arcs, int32_t start,
-                         const float *final_cost, const int32_t *dst, const int32_t *ilabel,
-                         const int32_t *olabel, const float *weight,
-                         const int64_t *out_offsets, const int32_t *tid2pdf,
-                         int32_t num_tids, int64_t *handle_out, char *err, size_t errlen) {
-  if (!handle_out) return kb_fail(err, errlen, KB_EINVAL, "handle_out is NULL");
-  handle_out[0] = 0;
+/* The sizes, start state and array pointers of a graph: all that sizing
+   copies of its arrays needs. */
+static int check_graph_sizes(int32_t num_states, int64_t num_arcs, int32_t start,
+                             int32_t num_tids, const float *final_cost, const int32_t *dst,
+                             const int32_t *ilabel, const int32_t *olabel, const float *weight,
+                             const int64_t *out_offsets, const int32_t *tid2pdf, char *err,
+                             size_t errlen) {
   if (num_states <= 0) return kb_fail(err, errlen, KB_EINVAL, "decoding graph has no states");
   if (num_arcs < 0) return kb_fail(err, errlen, KB_EINVAL, "negative number of arcs");
   if (start < 0 || start >= num_states)
@@ -91,27 +92,33 @@ int kb_decoder_graph_new(int32_t num_states, int64_t num_arcs, int32_t start,
   if (!final_cost || !out_offsets || !tid2pdf ||
       (num_arcs > 0 && (!dst || !ilabel || !olabel || !weight)))
     return kb_fail(err, errlen, KB_EINVAL, "missing graph arrays");
-  if (out_offsets[0] != 0 || out_offsets[num_states] != num_arcs)
-    return kb_fail(err, errlen, KB_EINVAL, "out_offsets do not span the %lld arcs",
-                   (long long)num_arcs);
+  return KB_OK;
+}
+
+int kb_hclg_check(int32_t num_states, int64_t num_arcs, int32_t start, const float *final_cost,
+                  const int32_t *dst, const int32_t *ilabel, const int32_t *olabel,
+                  const float *weight, const int64_t *out_offsets, const int32_t *tid2pdf,
+                  int32_t num_tids, uint8_t **has_eps_out, int32_t *max_pdf_out, char *err,
+                  size_t errlen) {
+  int rc = check_graph_sizes(num_states, num_arcs, start, num_tids, final_cost, dst, ilabel,
+                             olabel, weight, out_offsets, tid2pdf, err, errlen);
+  if (rc != KB_OK) return rc;
+  rc = kb_check_offsets("out_offsets", num_states, num_arcs, out_offsets, err, errlen);
+  if (rc != KB_OK) return rc;
   int32_t max_pdf = -1;
-  for (int32_t t = 1; t <= num_tids; t++) {
+  for (int64_t t = 1; t <= num_tids; t++) {
     if (tid2pdf[t] < 0)
       return kb_fail(err, errlen, KB_EINVAL, "transition-id %d maps to negative pdf-id %d",
                      (int)t, (int)tid2pdf[t]);
     if (tid2pdf[t] > max_pdf) max_pdf = tid2pdf[t];
   }
-  for (int32_t s = 0; s < num_states; s++) {
-    if (out_offsets[s + 1] < out_offsets[s])
-      return kb_fail(err, errlen, KB_EINVAL, "out_offsets decrease at state %d", (int)s);
+  for (int32_t s = 0; s < num_states; s++)
     if (isnan(final_cost[s]))
       return kb_fail(err, errlen, KB_EINVAL, "final cost of state %d is NaN", (int)s);
-  }
   uint8_t *has_eps = (uint8_t *)calloc((size_t)num_states, 1);
   uint8_t *color = (uint8_t *)calloc((size_t)num_states, 1);
   int32_t *stack = (int32_t *)malloc(sizeof(int32_t) * (size_t)num_states);
   int64_t *pos = (int64_t *)malloc(sizeof(int64_t) * (size_t)num_states);
-  int rc = KB_OK;
   if (!has_eps || !color || !stack || !pos) {
     rc = kb_fail(err, errlen, KB_ENOMEM, "out of memory (%d states)", (int)num_states);
     goto done;
@@ -179,33 +186,80 @@ int kb_decoder_graph_new(int32_t num_states, int64_t num_arcs, int32_t start,
     }
   }
   if (rc != KB_OK) goto done;
-  DecGraph *g = (DecGraph *)calloc(1, sizeof(DecGraph));
-  if (!g) {
-    rc = kb_fail(err, errlen, KB_ENOMEM, "out of memory");
-    goto done;
+  if (max_pdf_out) *max_pdf_out = max_pdf;
+  if (has_eps_out) {
+    *has_eps_out = has_eps;
+    has_eps = NULL;
   }
-  g->magic = GRAPH_MAGIC;
-  g->num_states = num_states;
-  g->start = start;
-  g->num_tids = num_tids;
-  g->max_pdf = max_pdf;
-  g->num_arcs = num_arcs;
-  g->final = final_cost;
-  g->dst = dst;
-  g->ilabel = ilabel;
-  g->olabel = olabel;
-  g->weight = weight;
-  g->off = out_offsets;
-  g->tid2pdf = tid2pdf;
-  g->has_eps = has_eps;
-  has_eps = NULL;
-  handle_out[0] = (int64_t)(intptr_t)g;
 done:
   free(has_eps);
   free(color);
   free(stack);
   free(pos);
   return rc;
+}
+
+static void graph_free(DecGraph *g) {
+  g->magic = 0;
+  free(g->final);
+  free(g->dst);
+  free(g->ilabel);
+  free(g->olabel);
+  free(g->weight);
+  free(g->off);
+  free(g->tid2pdf);
+  free(g->has_eps);
+  free(g);
+}
+
+/* n entries of `size` bytes copied into new memory (at least one byte), or NULL. */
+static void *copy_array(const void *src, int64_t n, size_t size) {
+  void *p = malloc(n > 0 ? (size_t)n * size : 1);
+  if (p && n > 0) memcpy(p, src, (size_t)n * size);
+  return p;
+}
+
+int kb_decoder_graph_new(int32_t num_states, int64_t num_arcs, int32_t start,
+                         const float *final_cost, const int32_t *dst, const int32_t *ilabel,
+                         const int32_t *olabel, const float *weight,
+                         const int64_t *out_offsets, const int32_t *tid2pdf,
+                         int32_t num_tids, int64_t *handle_out, char *err, size_t errlen) {
+  if (!handle_out) return kb_fail(err, errlen, KB_EINVAL, "handle_out is NULL");
+  handle_out[0] = 0;
+  /* the sizes and pointers first (they size the copies), then everything
+     else on the copies, which no caller can change afterwards */
+  int rc = check_graph_sizes(num_states, num_arcs, start, num_tids, final_cost, dst, ilabel,
+                             olabel, weight, out_offsets, tid2pdf, err, errlen);
+  if (rc != KB_OK) return rc;
+  DecGraph *g = (DecGraph *)calloc(1, sizeof(DecGraph));
+  if (!g) return kb_fail(err, errlen, KB_ENOMEM, "out of memory");
+  g->magic = GRAPH_MAGIC;
+  g->num_states = num_states;
+  g->start = start;
+  g->num_tids = num_tids;
+  g->num_arcs = num_arcs;
+  g->final = (float *)copy_array(final_cost, num_states, sizeof(float));
+  g->off = (int64_t *)copy_array(out_offsets, (int64_t)num_states + 1, sizeof(int64_t));
+  g->dst = (int32_t *)copy_array(dst, num_arcs, sizeof(int32_t));
+  g->ilabel = (int32_t *)copy_array(ilabel, num_arcs, sizeof(int32_t));
+  g->olabel = (int32_t *)copy_array(olabel, num_arcs, sizeof(int32_t));
+  g->weight = (float *)copy_array(weight, num_arcs, sizeof(float));
+  g->tid2pdf = (int32_t *)copy_array(tid2pdf, (int64_t)num_tids + 1, sizeof(int32_t));
+  if (!g->final || !g->off || !g->dst || !g->ilabel || !g->olabel || !g->weight ||
+      !g->tid2pdf) {
+    graph_free(g);
+    return kb_fail(err, errlen, KB_ENOMEM, "out of memory copying a graph of %d states and "
+                   "%lld arcs", (int)num_states, (long long)num_arcs);
+  }
+  rc = kb_hclg_check(num_states, num_arcs, start, g->final, g->dst, g->ilabel, g->olabel,
+                         g->weight, g->off, g->tid2pdf, num_tids, &g->has_eps, &g->max_pdf,
+                         err, errlen);
+  if (rc != KB_OK) {
+    graph_free(g);
+    return rc;
+  }
+  handle_out[0] = (int64_t)(intptr_t)g;
+  return KB_OK;
 }
 
 static DecGraph *get_graph(int64_t h) {
@@ -218,9 +272,7 @@ int kb_decoder_graph_free(int64_t handle, char *err, size_t errlen) {
   if (handle == 0) return KB_OK;
   DecGraph *g = get_graph(handle);
   if (!g) return kb_fail(err, errlen, KB_EINVAL, "not a decoder graph handle");
-  g->magic = 0;
-  free(g->has_eps);
-  free(g);
+  graph_free(g);
   return KB_OK;
 }
 
@@ -880,7 +932,7 @@ static int build_lattice(Dec *d, DecResult *r) {
   }
   for (int32_t f = 0; f < nf1; f++) {
     if (d->frames[f].toks < 0) {
-      rc = kb_fail(d->err, d->errlen, KB_EINVAL,
+      rc = kb_fail(d->err, d->errlen, KB_ENOPATH,
                    "no tokens active on frame %d: cannot produce a lattice", (int)f);
       goto done;
     }
@@ -1003,7 +1055,7 @@ static int build_lattice(Dec *d, DecResult *r) {
     free(aw);
     free(fin);
     free(acc);
-    rc = kb_fail(d->err, d->errlen, KB_EINVAL, "the start token did not survive pruning");
+    rc = kb_fail(d->err, d->errlen, KB_ENOPATH, "the start token did not survive pruning");
     goto done;
   }
   acc[0] = 1;
@@ -1070,7 +1122,7 @@ static int build_lattice(Dec *d, DecResult *r) {
   free(fin);
   /* shortest path (LatticeWeight order: v1+v2, then v1), float sums */
   if (nkeep == 0) {
-    rc = kb_fail(d->err, d->errlen, KB_EINVAL, "the lattice is empty after Connect "
+    rc = kb_fail(d->err, d->errlen, KB_ENOPATH, "the lattice is empty after Connect "
                  "(no path from the start to a surviving token)");
     goto done;
   }
@@ -1106,7 +1158,7 @@ static int build_lattice(Dec *d, DecResult *r) {
     }
   }
   if (best < 0) {
-    rc = kb_fail(d->err, d->errlen, KB_EINVAL, "no path to a final state in the lattice");
+    rc = kb_fail(d->err, d->errlen, KB_ENOPATH, "no path to a final state in the lattice");
     goto done;
   }
   /* trace back: collect arcs, then sum in path order */
@@ -1183,9 +1235,9 @@ int kb_decode_lattice_faster(int64_t graph, const float *loglikes, int32_t num_f
   result_out[0] = 0;
   const DecGraph *g = get_graph(graph);
   if (!g) return kb_fail(err, errlen, KB_EINVAL, "not a decoder graph handle");
-  if (num_frames <= 0)
-    return kb_fail(err, errlen, KB_EINVAL, "no frames to decode (%d)", (int)num_frames);
-  if (!loglikes) return kb_fail(err, errlen, KB_EINVAL, "loglikes is NULL");
+  if (num_frames < 0 || num_cols <= 0)
+    return kb_fail(err, errlen, KB_EINVAL, "bad log-likelihood matrix: %d frames x %d columns",
+                   (int)num_frames, (int)num_cols);
   if (num_cols <= g->max_pdf)
     return kb_fail(err, errlen, KB_EINVAL, "loglikes have %d columns but the transition "
                    "model has pdf-ids up to %d", (int)num_cols, (int)g->max_pdf);
@@ -1196,6 +1248,9 @@ int kb_decode_lattice_faster(int64_t graph, const float *loglikes, int32_t num_f
     return kb_fail(err, errlen, KB_EINVAL, "invalid decoder options (need beam > 0, "
                    "lattice_beam > 0, max_active > 1, 0 <= min_active <= max_active, "
                    "prune_interval > 0, beam_delta > 0, hash_ratio >= 1, 0 < prune_scale < 1)");
+  if (num_frames == 0)
+    return kb_fail(err, errlen, KB_ENOPATH, "zero-length utterance: no frames to decode");
+  if (!loglikes) return kb_fail(err, errlen, KB_EINVAL, "loglikes is NULL");
   for (int32_t t = 0; t < num_frames; t++) {
     const float *row = loglikes + (size_t)t * (size_t)num_cols;
     for (int32_t p = 0; p < num_cols; p++) {
@@ -1288,12 +1343,26 @@ static DecResult *get_result(int64_t h) {
   return r;
 }
 
-int kb_decode_result_copy(int64_t result, int32_t *alignment, int32_t *words, float *costs,
+int kb_decode_result_copy(int64_t result, int32_t frames_capacity, int32_t words_capacity,
+                          int32_t states_capacity, int64_t arcs_capacity,
+                          int32_t *alignment, int32_t *words, float *costs,
                           int32_t *lat_src, int32_t *lat_dst, int32_t *lat_ilabel,
                           int32_t *lat_olabel, float *lat_weight, float *lat_final,
                           char *err, size_t errlen) {
   DecResult *r = get_result(result);
   if (!r) return kb_fail(err, errlen, KB_EINVAL, "not a decode result handle");
+  const kb_output outs[] = {
+      {alignment, "alignment (frames)", frames_capacity, r->num_frames},
+      {words, "words", words_capacity, r->num_words},
+      {lat_src, "lat_src (arcs)", arcs_capacity, r->num_arcs},
+      {lat_dst, "lat_dst (arcs)", arcs_capacity, r->num_arcs},
+      {lat_ilabel, "lat_ilabel (arcs)", arcs_capacity, r->num_arcs},
+      {lat_olabel, "lat_olabel (arcs)", arcs_capacity, r->num_arcs},
+      {lat_weight, "lat_weight (arcs)", arcs_capacity, r->num_arcs},
+      {lat_final, "lat_final (states)", states_capacity, r->num_states},
+  };
+  int rc = kb_check_capacities(outs, sizeof(outs) / sizeof(outs[0]), err, errlen);
+  if (rc != KB_OK) return rc;
   if (alignment) memcpy(alignment, r->ali, sizeof(int32_t) * (size_t)r->num_frames);
   if (words && r->num_words) memcpy(words, r->words, sizeof(int32_t) * (size_t)r->num_words);
   if (costs) {

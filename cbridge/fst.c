@@ -38,7 +38,7 @@ int kb_fst_index(int32_t num_states, int64_t num_arcs, int32_t start,
   if (num_arcs > 0 && (!src || !dst || !ilabel))
     return kb_fail(err, errlen, KB_EINVAL, "missing arc arrays");
 
-  for (int32_t s = 0; s <= num_states; s++) {
+  for (int64_t s = 0; s <= num_states; s++) {
     out_offsets[s] = 0;
     in_offsets[s] = 0;
   }
@@ -114,18 +114,48 @@ static int reach(int32_t num_states, const int32_t *seeds, int32_t num_seeds,
   return KB_OK;
 }
 
-int kb_fst_connect(int32_t num_states, int32_t start, const float *final_cost,
+/* Every entry of states[n] in [0, num_states). */
+static int check_states(const char *name, int64_t n, const int32_t *states,
+                        int32_t num_states, char *err, size_t errlen) {
+  for (int64_t a = 0; a < n; a++)
+    if (states[a] < 0 || states[a] >= num_states)
+      return kb_fail(err, errlen, KB_EINVAL, "arc %lld: %s state %d out of range [0, %d)",
+                     (long long)a, name, (int)states[a], (int)num_states);
+  return KB_OK;
+}
+
+int kb_fst_connect(int32_t num_states, int64_t num_arcs, int32_t start, const float *final_cost,
                    const int32_t *dst, const int32_t *src,
                    const int64_t *out_offsets, const int64_t *in_offsets,
                    const int64_t *in_arcs,
                    uint8_t *accessible, uint8_t *coaccessible,
                    char *err, size_t errlen) {
-  if (num_states < 0) return kb_fail(err, errlen, KB_EINVAL, "negative number of states");
+  if (num_states < 0 || num_arcs < 0)
+    return kb_fail(err, errlen, KB_EINVAL, "negative size: %d states, %lld arcs",
+                   (int)num_states, (long long)num_arcs);
   if (num_states == 0) return KB_OK;
   if (start < 0 || start >= num_states)
     return kb_fail(err, errlen, KB_EINVAL, "start state %d out of range [0, %d)", (int)start,
                    (int)num_states);
   int rc = KB_OK;
+  if (accessible) {
+    if (!out_offsets || (num_arcs > 0 && !dst))
+      return kb_fail(err, errlen, KB_EINVAL, "missing arrays for the accessible states");
+    if ((rc = kb_check_offsets("out_offsets", num_states, num_arcs, out_offsets, err, errlen)) ||
+        (rc = check_states("destination", num_arcs, dst, num_states, err, errlen)))
+      return rc;
+  }
+  if (coaccessible) {
+    if (!final_cost || !in_offsets || (num_arcs > 0 && (!src || !in_arcs)))
+      return kb_fail(err, errlen, KB_EINVAL, "missing arrays for the coaccessible states");
+    if ((rc = kb_check_offsets("in_offsets", num_states, num_arcs, in_offsets, err, errlen)) ||
+        (rc = check_states("source", num_arcs, src, num_states, err, errlen)))
+      return rc;
+    for (int64_t k = 0; k < num_arcs; k++)
+      if (in_arcs[k] < 0 || in_arcs[k] >= num_arcs)
+        return kb_fail(err, errlen, KB_EINVAL, "in_arcs[%lld] = %lld out of range [0, %lld)",
+                       (long long)k, (long long)in_arcs[k], (long long)num_arcs);
+  }
   if (accessible)
     rc = reach(num_states, &start, 1, out_offsets, NULL, dst, accessible, err, errlen);
   if (rc == KB_OK && coaccessible) {

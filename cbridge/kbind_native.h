@@ -7,8 +7,18 @@
  *   - never exits, aborts or prints;
  *   - never allocates memory the caller must free: callers own every buffer
  *     (usually the storage of contiguous torch tensors); scratch memory is
- *     freed before returning;
- *   - bounds-checks every index it reads from caller data before using it.
+ *     freed before returning; the exceptions are the opaque handles below
+ *     (decoder graph, decode and determinization results, den graph index),
+ *     each released by its own *_free function;
+ *   - reads and writes exactly the number of entries each array's comment
+ *     gives in terms of the size arguments (e.g. dst[num_arcs],
+ *     out_offsets[num_states + 1]): the caller guarantees those lengths
+ *     (kbind._native.ptr checks each array against them), and the function
+ *     checks every index, offset and size it reads from caller data against
+ *     the size arguments before using it, so that no input makes it read or
+ *     write outside those lengths;
+ *   - a function that keeps data beyond the call (a handle) keeps its own
+ *     copy: the caller's arrays may change or be freed right after it returns.
  *
  * Compact FST representation (shared by the chain, alignment and decoding
  * kernels). An FST with `num_states` states and `num_arcs` arcs is given as
@@ -29,8 +39,10 @@
 #include <stdint.h>
 
 #define KB_OK 0
-#define KB_EINVAL 1
-#define KB_ENOMEM 2
+#define KB_EINVAL 1  /* bad input: sizes, indices, labels, NaN / inf values, options */
+#define KB_ENOMEM 2  /* an allocation failed */
+#define KB_ENOPATH 3 /* valid input, but the search found no result (no token survived,
+                        no path in the lattice, zero frames): Kaldi's "Failed to decode" */
 
 /* Version of the C API, and a hash of the sources it was built from
    (lets Python detect a stale build). */
@@ -42,6 +54,7 @@ int kb_max_threads(void);
 
 /*
  * Validate an FST in arc-array form and build its CSR indices.
+ *   src/dst/ilabel[num_arcs], olabel/weight[num_arcs] or NULL (read);
  *   start: the start state, or -1 for an empty FST (then num_states == 0);
  *   min_label, max_label: inclusive range allowed for ilabel and, when
  *     olabel is not NULL, for olabel;
@@ -59,11 +72,18 @@ int kb_fst_index(int32_t num_states, int64_t num_arcs, int32_t start,
                  char *err, size_t errlen);
 
 /*
- * Connection check on an indexed FST: writes accessible[s] = 1 if s is
- * reachable from `start`, and coaccessible[s] = 1 if a final state (final
- * cost finite) is reachable from s. Either output may be NULL.
+ * Connection check on an indexed FST (as kb_fst_index built it): writes
+ * accessible[s] = 1 if s is reachable from `start`, and coaccessible[s] = 1
+ * if a final state (final cost finite) is reachable from s. Either output
+ * may be NULL.
+ *   final_cost[num_states], dst/src/in_arcs[num_arcs],
+ *   out_offsets/in_offsets[num_states + 1] (read); accessible/coaccessible
+ *   [num_states] (written).
+ * Fails (KB_EINVAL) on: negative sizes, start out of range, offsets that do
+ * not start at 0, decrease or end elsewhere than num_arcs, an in_arcs entry
+ * outside [0, num_arcs), a source/destination state out of range.
  */
-int kb_fst_connect(int32_t num_states, int32_t start, const float *final_cost,
+int kb_fst_connect(int32_t num_states, int64_t num_arcs, int32_t start, const float *final_cost,
                    const int32_t *dst, const int32_t *src,
                    const int64_t *out_offsets, const int64_t *in_offsets,
                    const int64_t *in_arcs,
@@ -81,14 +101,18 @@ int kb_fst_connect(int32_t num_states, int32_t start, const float *final_cost,
  * number) in handle_out[0] / result_out[0]. The caller owns the handle and
  * must release it exactly once with the matching *_free function
  * (kbind.decode.decoder does so in __del__ / close()); 0 is never a valid
- * handle and freeing 0 is a no-op. No other scratch outlives a call.
+ * handle and freeing 0 is a no-op. No other scratch outlives a call. A
+ * handle is used as the pointer it is: the magic number catches a handle of
+ * the other kind (and usually one already freed), not any int64 at all.
  *
- * kb_decoder_graph_new validates the graph once (out_offsets span the arcs,
- * destinations in range, ilabel in [0, num_tids], olabel >= 0, no NaN
- * weight or final cost, tid2pdf[1..num_tids] >= 0, no epsilon cycle) and
- * keeps POINTERS to the caller's arrays: they must stay alive and unchanged
- * until kb_decoder_graph_free. A graph handle may be used by several
- * threads at once (read-only).
+ * kb_decoder_graph_new copies the graph into memory the handle owns (16
+ * bytes per arc, 13 per state, 4 per transition-id; freed by
+ * kb_decoder_graph_free) and validates the copy: out_offsets start at 0,
+ * never decrease and end at num_arcs; destinations in [0, num_states);
+ * ilabel in [0, num_tids]; olabel >= 0; no NaN weight or final cost;
+ * tid2pdf[1..num_tids] >= 0; no epsilon cycle. The caller's arrays are not
+ * used after it returns. A graph handle may be used by several threads at
+ * once (read-only).
  *   final_cost[num_states] (+inf = not final); dst/ilabel/olabel/weight
  *   [num_arcs] grouped by source; out_offsets[num_states + 1];
  *   tid2pdf[num_tids + 1] (entry 0 unused).
@@ -103,7 +127,7 @@ int kb_decoder_graph_free(int64_t handle, char *err, size_t errlen);
 /*
  * Decode one utterance: loglikes[num_frames][num_cols] (row-major float32,
  * column = pdf-id; num_cols must exceed every pdf-id of tid2pdf; NaN or +inf
- * -> KB_EINVAL naming the frame). Options as LatticeFasterDecoderConfig
+ * -> KB_EINVAL naming the frame and pdf). Options as LatticeFasterDecoderConfig
  * (beam, max_active, min_active, lattice_beam, prune_interval, beam_delta,
  * hash_ratio, prune_scale) and the decodable's acoustic_scale.
  * On success result_out[0] is a result handle and
@@ -111,7 +135,12 @@ int kb_decoder_graph_free(int64_t handle, char *err, size_t errlen);
  *   [2] = lattice states, [3] = lattice arcs, [4] = 1 if a final state was
  *   reached (Kaldi's ReachedFinal), else 0 (then the lattice treats every
  *   last-frame state as final, as use_final_probs does).
- * Fails if no token survives to the end (Kaldi: "Failed to decode").
+ * Fails with KB_EINVAL on bad input (a negative number of frames, too few
+ * columns, a NaN or +inf log-likelihood, invalid options), and with
+ * KB_ENOPATH when the input is valid but gives no lattice: zero frames
+ * (Kaldi counts a zero-length utterance as failed), no token surviving to
+ * the end, or no path from the start to a last-frame token (Kaldi: "Failed
+ * to decode").
  */
 int kb_decode_lattice_faster(int64_t graph, const float *loglikes, int32_t num_frames,
                              int32_t num_cols, float acoustic_scale, float beam,
@@ -121,7 +150,14 @@ int kb_decode_lattice_faster(int64_t graph, const float *loglikes, int32_t num_f
                              char *err, size_t errlen);
 
 /*
- * Copy a result out (any output may be NULL):
+ * Copy a result out (any output may be NULL). The capacities are the
+ * entries the caller allocated: alignment has room for frames_capacity
+ * transition-ids, words for words_capacity words, lat_src/dst/ilabel/olabel
+ * for arcs_capacity arcs (lat_weight 2 * arcs_capacity floats), lat_final
+ * for states_capacity states (2 * states_capacity floats). A non-NULL output
+ * whose capacity is below the result's size (sizes_out of
+ * kb_decode_lattice_faster) fails with KB_EINVAL naming it; nothing is
+ * written then.
  *   alignment[num_frames]: transition-ids of the best path;
  *   words[sizes_out[1]]: its words;
  *   costs[3]: best path graph cost, SCALED acoustic cost (acoustic_scale *
@@ -132,7 +168,9 @@ int kb_decode_lattice_faster(int64_t graph, const float *loglikes, int32_t num_f
  *   lat_weight[arcs][2] = (graph cost, SCALED acoustic cost),
  *   lat_final[states][2] ((+inf, +inf) = not final).
  */
-int kb_decode_result_copy(int64_t result, int32_t *alignment, int32_t *words, float *costs,
+int kb_decode_result_copy(int64_t result, int32_t frames_capacity, int32_t words_capacity,
+                          int32_t states_capacity, int64_t arcs_capacity,
+                          int32_t *alignment, int32_t *words, float *costs,
                           int32_t *lat_src, int32_t *lat_dst, int32_t *lat_ilabel,
                           int32_t *lat_olabel, float *lat_weight, float *lat_final,
                           char *err, size_t errlen);
@@ -141,10 +179,11 @@ int kb_decode_result_free(int64_t result, char *err, size_t errlen);
 /*
  * Pruned lattice determinization (cbridge/latdet.c): Kaldi's
  * DeterminizeLatticePhonePrunedWrapper on a raw state-level lattice (as
- * kb_decode_result_copy gives it: ilabel = transition-id (0 = none), olabel
- * = word (0 = epsilon), weight[arcs][2] = (graph, acoustic) costs, final
- * [states][2], (+inf, +inf) = not final; arcs grouped by source state with
- * out_offsets[num_states + 1]; any state numbering, but acyclic). Weights
+ * kb_decode_result_copy gives it: dst/ilabel/olabel[num_arcs], ilabel =
+ * transition-id (0 = none), olabel = word (0 = epsilon), weight[num_arcs][2]
+ * = (graph, acoustic) costs, final_cost[num_states][2], (+inf, +inf) = not
+ * final; arcs grouped by source state with out_offsets[num_states + 1]; any
+ * state numbering, but acyclic). Weights
  * are pruned as given (pass scaled acoustic costs, as Kaldi does).
  *   tid2phone_start[num_tids + 1] (or NULL: word-level pass only): for each
  *     transition-id, the phone it starts (> 0; Kaldi: HMM state 0 and not a
@@ -156,8 +195,11 @@ int kb_decode_result_free(int64_t result, char *err, size_t errlen);
  * its input pruned at a narrower beam when its effective beam is below
  * beam * retry_cutoff (Kaldi's DeterminizeLatticePruned retry loop; see
  * latdet.c); otherwise the partial output is kept. Fails (KB_EINVAL) on bad
- * sizes or offsets, a state / label out of range, a NaN or -inf weight, a
- * cyclic lattice; KB_ENOMEM when an allocation fails.
+ * sizes, out_offsets that do not start at 0, decrease or end elsewhere than
+ * num_arcs, a destination state out of range, a negative word, a
+ * transition-id < 0 (or > num_tids with the phone map), a negative phone, a
+ * NaN or -inf weight or final weight, a cyclic lattice; KB_ENOMEM when an
+ * allocation fails.
  * On success result_out[0] is a result handle (free it with
  * kb_latdet_result_free) and
  *   sizes_out[8]: [0] output states, [1] output arcs, [2] total length of
@@ -186,8 +228,17 @@ int kb_latdet_pruned(int32_t num_states, int64_t num_arcs, int32_t start,
  *   final_string_data[sizes_out[2]]; arc_src/dst/label[arcs],
  *   arc_weight[arcs][2], arc_string_offsets[arcs + 1],
  *   arc_string_data[sizes_out[3]] (transition-ids).
+ * The capacities are what the caller allocated, in the units above:
+ * final_cost has room for states_capacity states and final_string_offsets
+ * for states_capacity + 1 entries; the arc arrays for arcs_capacity arcs
+ * and arc_string_offsets for arcs_capacity + 1 entries; final_string_data
+ * and arc_string_data for final_string_capacity / arc_string_capacity
+ * transition-ids. A non-NULL output whose capacity is below the result's
+ * size fails with KB_EINVAL naming it; nothing is written then.
  */
-int kb_latdet_result_copy(int64_t result, float *final_cost, int64_t *final_string_offsets,
+int kb_latdet_result_copy(int64_t result, int64_t states_capacity, int64_t arcs_capacity,
+                          int64_t final_string_capacity, int64_t arc_string_capacity,
+                          float *final_cost, int64_t *final_string_offsets,
                           int32_t *final_string_data, int32_t *arc_src, int32_t *arc_dst,
                           int32_t *arc_label, float *arc_weight, int64_t *arc_string_offsets,
                           int32_t *arc_string_data, char *err, size_t errlen);
@@ -271,15 +322,20 @@ void kb_den_index_free(kb_den_index *index);
  * per arc) for num_settings weight settings: setting k scales acoustic costs
  * by ac_scale[k] (lattice-scale --acoustic-scale) and adds wip[k] to the
  * graph cost of arcs with a word (lattice-add-penalty), as score.sh's sweep.
- *   offsets[num_states + 1], dst/graph/acoustic/olabel[offsets[num_states]]
- *   (arcs grouped by source), final_graph/final_acoustic[num_states]
- *   (both +inf = not final); start < 0 or no states: no path.
- * Outputs: best_final[k] = the final state of the best path or -1 (no
- *   complete path); back[k * num_states + s] = the arc entering s on the best
- *   path to s (-1 for the start / unreached), to trace the path back.
- * Fails (KB_EINVAL) on bad sizes or a cyclic lattice, KB_ENOMEM on scratch.
+ *   offsets[num_states + 1], dst/graph/acoustic/olabel[num_arcs] (arcs
+ *   grouped by source), final_graph/final_acoustic[num_states] (both +inf =
+ *   not final); ac_scale/wip[num_settings]; start < 0 or no states: no path
+ *   (nothing but best_final is read or written).
+ * Outputs: best_final[num_settings] = the final state of the best path or
+ *   -1 (no complete path); back[num_settings * num_states]: back[k *
+ *   num_states + s] = the arc entering s on the best path to s (-1 for the
+ *   start / unreached), to trace the path back.
+ * Fails (KB_EINVAL) on negative sizes, start out of range, offsets that do
+ * not start at 0, decrease or end elsewhere than num_arcs, a destination
+ * state out of range, a cyclic lattice; KB_ENOMEM on scratch.
  */
-int kb_lattice_best_paths(int32_t num_states, int32_t start, const int64_t *offsets,
+int kb_lattice_best_paths(int32_t num_states, int64_t num_arcs, int32_t start,
+                          const int64_t *offsets,
                           const int32_t *dst, const float *graph, const float *acoustic,
                           const int32_t *olabel, const float *final_graph,
                           const float *final_acoustic, int32_t num_settings,
@@ -297,7 +353,8 @@ int kb_lattice_best_paths(int32_t num_states, int32_t start, const int64_t *offs
  *   graph: final_cost[num_states] (+inf = not final), out_offsets
  *     [num_states + 1], dst/ilabel/olabel/weight[num_arcs] grouped by source
  *     (ilabel: transition-id in [1, num_tids] or 0 = epsilon; olabel: word
- *     or 0); checked as kb_decoder_graph_new checks (no epsilon cycles);
+ *     or 0); checked as kb_decoder_graph_new checks (no epsilon cycles),
+ *     and no -inf weight or final cost; used in place (nothing is kept);
  *   tid2pdf[num_tids + 1] (entry 0 unused), every pdf-id < num_cols;
  *   loglikes[num_frames][num_cols] row-major float32 (NaN or +inf ->
  *     KB_EINVAL naming frame and pdf); the acoustic cost of an arc is
@@ -309,7 +366,8 @@ int kb_lattice_best_paths(int32_t num_states, int32_t start, const int64_t *offs
  *   reached), 0 if the utterance failed (then nothing else is written);
  *   [1] 1 if the retry beam was used; [2] number of words on the path.
  *   alignment[num_frames]: the transition-ids of the best path;
- *   words[words_capacity]: its words (the first words_capacity of them);
+ *   words[words_capacity]: its words (the first words_capacity of them:
+ *   when info[2] > words_capacity, call again with a larger buffer);
  *   costs[3]: graph cost and SCALED acoustic cost of the best path (incl.
  *   the final cost), and the log-likelihood -(graph + acoustic) /
  *   acoustic_scale as Kaldi logs it.
@@ -337,11 +395,13 @@ int kb_align_compiled(int32_t num_states, int64_t num_arcs, int32_t start,
  * per-state arrays and arcs [arc_offsets[s], arc_offsets[s+1]) of the per-arc
  * arrays; state ids are LOCAL to the sequence; any arc order, sorted by
  * source is fastest):
+ *   state_offsets/arc_offsets[S + 1]: from 0 to num_states / num_arcs (the
+ *     lengths of the per-state / per-arc arrays);
  *   start[S]: local start state;
- *   arc_src/arc_dst[A]: local states; arc_pdf[A] in [0, num_pdfs);
- *   arc_logprob[A]: -cost (finite or -inf), for e2e supervision already
+ *   arc_src/arc_dst[num_arcs]: local states; arc_pdf[num_arcs] in [0, num_pdfs);
+ *   arc_logprob[num_arcs]: -cost (finite or -inf), for e2e supervision already
  *     shifted by the start-arc offset (Kaldi's GenericNumeratorComputation);
- *   final_logprob[N]: -final cost (-inf = not final);
+ *   final_logprob[num_states]: -final cost (-inf = not final);
  *   offsets[S] (may be NULL = 0): subtracted from each log-prob.
  * lengths[S] in [1, num_frames]: frames of each sequence; frames past a
  *   sequence's length are never read.
@@ -363,13 +423,15 @@ int kb_align_compiled(int32_t num_states, int64_t num_arcs, int32_t start,
  *   bad[S] (may be NULL): t * num_pdfs + pdf of the first NaN/+inf output of
  *   sequence s (frame-major, in arc order), else -1.
  * Fails (KB_EINVAL, nothing scored) on: non-positive sizes, offsets not
- * starting at 0, a sequence with no states or negative arcs, a length out of
- * [1, num_frames], a start / arc state or pdf-id out of range, a NaN or +inf
- * arc or final log-prob, a non-finite offset; KB_ENOMEM if scratch cannot be
+ * starting at 0 or not ending at num_states / num_arcs, a sequence with no
+ * states or negative arcs, a length out of [1, num_frames], a start / arc
+ * state or pdf-id out of range, a NaN or +inf arc or final log-prob, a
+ * non-finite offset; KB_ENOMEM if scratch cannot be
  * allocated (per thread, in the compute precision: (max L + 1) * (max states
  * + max arcs + 1) + 4 * max states values).
  */
 int kb_chain_num_forward_backward(int32_t num_sequences, int32_t num_frames, int32_t num_pdfs,
+                                  int64_t num_states, int64_t num_arcs,
                                   const int64_t *lengths, const int64_t *state_offsets,
                                   const int64_t *arc_offsets, const int32_t *start,
                                   const int32_t *arc_src, const int32_t *arc_dst,

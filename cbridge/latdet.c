@@ -1437,13 +1437,9 @@ int kb_latdet_pruned(int32_t num_states, int64_t num_arcs, int32_t start,
   if (tid2phone_start && num_tids < 0)
     return kb_fail(err, errlen, KB_EINVAL, "num_tids must be >= 0");
   if (num_states > 0) {
-    if (out_offsets[0] != 0 || out_offsets[num_states] != num_arcs)
-      return kb_fail(err, errlen, KB_EINVAL,
-                     "out_offsets must start at 0 and end at num_arcs (%lld)",
-                     (long long)num_arcs);
+    int rc = kb_check_offsets("out_offsets", num_states, num_arcs, out_offsets, err, errlen);
+    if (rc != KB_OK) return rc;
     for (int32_t s = 0; s < num_states; s++) {
-      if (out_offsets[s + 1] < out_offsets[s])
-        return kb_fail(err, errlen, KB_EINVAL, "out_offsets decrease at state %d", (int)s);
       float g = final_cost[2 * s], a = final_cost[2 * s + 1];
       if (isnan(g) || isnan(a) || g == -INFINITY || a == -INFINITY)
         return kb_fail(err, errlen, KB_EINVAL, "state %d: final weight is NaN or -inf", (int)s);
@@ -1469,7 +1465,7 @@ int kb_latdet_pruned(int32_t num_states, int64_t num_arcs, int32_t start,
     if (olabel[k] > max_word) max_word = olabel[k];
   }
   if (tid2phone_start) {
-    for (int32_t t = 1; t <= num_tids; t++) {
+    for (int64_t t = 1; t <= num_tids; t++) {
       if (tid2phone_start[t] < 0)
         return kb_fail(err, errlen, KB_EINVAL, "tid2phone_start[%d] is negative", (int)t);
       if (tid2phone_start[t] > max_phone) max_phone = tid2phone_start[t];
@@ -1613,12 +1609,27 @@ static LatDetResult *get_ldresult(int64_t h) {
   return r;
 }
 
-int kb_latdet_result_copy(int64_t result, float *final_cost, int64_t *final_string_offsets,
+int kb_latdet_result_copy(int64_t result, int64_t states_capacity, int64_t arcs_capacity,
+                          int64_t final_string_capacity, int64_t arc_string_capacity,
+                          float *final_cost, int64_t *final_string_offsets,
                           int32_t *final_string_data, int32_t *arc_src, int32_t *arc_dst,
                           int32_t *arc_label, float *arc_weight, int64_t *arc_string_offsets,
                           int32_t *arc_string_data, char *err, size_t errlen) {
   LatDetResult *r = get_ldresult(result);
   if (!r) return kb_fail(err, errlen, KB_EINVAL, "not a lattice determinization result handle");
+  const kb_output outs[] = {
+      {final_cost, "final_cost (states)", states_capacity, r->num_states},
+      {final_string_offsets, "final_string_offsets (states)", states_capacity, r->num_states},
+      {final_string_data, "final_string_data", final_string_capacity, r->final_str_len},
+      {arc_src, "arc_src (arcs)", arcs_capacity, r->num_arcs},
+      {arc_dst, "arc_dst (arcs)", arcs_capacity, r->num_arcs},
+      {arc_label, "arc_label (arcs)", arcs_capacity, r->num_arcs},
+      {arc_weight, "arc_weight (arcs)", arcs_capacity, r->num_arcs},
+      {arc_string_offsets, "arc_string_offsets (arcs)", arcs_capacity, r->num_arcs},
+      {arc_string_data, "arc_string_data", arc_string_capacity, r->arc_str_len},
+  };
+  int rc = kb_check_capacities(outs, sizeof(outs) / sizeof(outs[0]), err, errlen);
+  if (rc != KB_OK) return rc;
   size_t ns = (size_t)r->num_states, na = (size_t)r->num_arcs;
   if (final_cost && ns) memcpy(final_cost, r->final, sizeof(float) * 2 * ns);
   if (final_string_offsets) memcpy(final_string_offsets, r->fs_off, sizeof(int64_t) * (ns + 1));

@@ -18,26 +18,23 @@
 
 #include "common.h"
 
-int kb_lattice_best_paths(int32_t num_states, int32_t start, const int64_t *offsets,
+int kb_lattice_best_paths(int32_t num_states, int64_t num_arcs, int32_t start,
+                          const int64_t *offsets,
                           const int32_t *dst, const float *graph, const float *acoustic,
                           const int32_t *olabel, const float *final_graph,
                           const float *final_acoustic, int32_t num_settings,
                           const double *ac_scale, const float *wip, int32_t *best_final,
                           int64_t *back, char *err, size_t errlen) {
-  if (num_states < 0 || num_settings < 0)
-    return kb_fail(err, errlen, KB_EINVAL, "negative size (%d states, %d settings)",
-                   (int)num_states, (int)num_settings);
+  if (num_states < 0 || num_arcs < 0 || num_settings < 0)
+    return kb_fail(err, errlen, KB_EINVAL, "negative size (%d states, %lld arcs, %d settings)",
+                   (int)num_states, (long long)num_arcs, (int)num_settings);
   for (int32_t k = 0; k < num_settings; k++) best_final[k] = -1;
   if (num_states == 0 || start < 0) return KB_OK;
   if (start >= num_states)
     return kb_fail(err, errlen, KB_EINVAL, "start state %d out of range [0, %d)", (int)start,
                    (int)num_states);
-  if (offsets[0] != 0)
-    return kb_fail(err, errlen, KB_EINVAL, "arc offsets must start at 0");
-  for (int32_t s = 0; s < num_states; s++)
-    if (offsets[s + 1] < offsets[s])
-      return kb_fail(err, errlen, KB_EINVAL, "arc offsets decrease at state %d", (int)s);
-  int64_t num_arcs = offsets[num_states];
+  int rc = kb_check_offsets("arc offsets", num_states, num_arcs, offsets, err, errlen);
+  if (rc != KB_OK) return rc;
   for (int64_t a = 0; a < num_arcs; a++)
     if (dst[a] < 0 || dst[a] >= num_states)
       return kb_fail(err, errlen, KB_EINVAL, "arc %lld: next state %d out of range [0, %d)",
@@ -48,7 +45,6 @@ int kb_lattice_best_paths(int32_t num_states, int32_t start, const int64_t *offs
   int32_t *stack = malloc((size_t)num_states * sizeof(int32_t));
   double *dist = malloc((size_t)num_states * 2 * sizeof(double));
   unsigned char *seen = malloc((size_t)num_states);
-  int rc = KB_OK;
   if (!indeg || !order || !stack || !dist || !seen) {
     rc = kb_fail(err, errlen, KB_ENOMEM, "out of memory for a lattice of %d states",
                  (int)num_states);

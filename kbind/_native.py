@@ -2,8 +2,13 @@
 
 Everything above this module sees torch tensors and Python exceptions:
 :func:`call` runs a C function with an error buffer and raises
-:class:`NativeError` with the C library's own message on failure, and
-:func:`ptr` gives the C pointer of a contiguous CPU tensor (no copy).
+:class:`NativeError` with the C library's own message (and its ``KB_E*``
+status as ``code``) on failure; :func:`ptr` gives the C pointer of a
+contiguous CPU tensor (no copy) after checking that it has exactly the
+number of entries the C function will read or write; :func:`as_c_array`
+converts array-likes to the dtype a C function takes, refusing values that
+the conversion would change (int64 -> int32 wrapping, float64 -> float32
+overflow).
 
 If the extension is missing, or was built from other sources than the
 checkout's ``cbridge/`` (a stale build), using it raises ImportError saying
@@ -15,16 +20,29 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import torch
 
-__all__ = ["NativeError", "ffi", "lib", "call", "ptr", "available", "max_threads"]
+__all__ = ["NativeError", "ffi", "lib", "call", "ptr", "as_c_array", "available",
+           "max_threads", "KB_EINVAL", "KB_ENOMEM", "KB_ENOPATH"]
+
+# the status codes of cbridge/kbind_native.h
+KB_EINVAL = 1   # bad input
+KB_ENOMEM = 2   # an allocation failed
+KB_ENOPATH = 3  # valid input, but the search found no result
 
 _REBUILD = ("rebuild it with `pip install --no-build-isolation -e .` (or `make install`) "
             "in the kbind checkout")
 
 
 class NativeError(RuntimeError):
-    """A failure reported by the C core (bad sizes, ids out of range, ...)."""
+    """A failure reported by the C core (bad sizes, ids out of range, ...);
+    ``code`` is its status (:data:`KB_EINVAL`, :data:`KB_ENOMEM`,
+    :data:`KB_ENOPATH`)."""
+
+    def __init__(self, message: str, code: int = KB_EINVAL):
+        super().__init__(message)
+        self.code = code
 
 
 def _checkout_hash():
@@ -76,7 +94,8 @@ def call(name: str, *args) -> None:
     err = ffi.new("char[]", 1024)
     rc = getattr(lib, name)(*args, err, 1024)
     if rc != 0:
-        raise NativeError(ffi.string(err).decode("utf-8", "replace") or f"{name} failed ({rc})")
+        raise NativeError(ffi.string(err).decode("utf-8", "replace") or f"{name} failed ({rc})",
+                          int(rc))
 
 
 _CTYPES = {
@@ -85,8 +104,15 @@ _CTYPES = {
 }
 
 
-def ptr(t, what: str = "tensor"):
-    """C pointer to the data of a contiguous CPU tensor (NULL for None)."""
+def ptr(t, n: int, what: str):
+    """C pointer to the data of a contiguous CPU tensor (NULL for None).
+
+    ``n``: the number of entries the C function reads or writes through it,
+    as it derives them from its size arguments (e.g. ``num_arcs`` for an arc
+    array, ``num_states + 1`` for CSR offsets, ``T * D`` for a (T, D)
+    matrix); ``what``: the argument's name for messages. A tensor with a
+    different number of entries raises ValueError, so that parallel arrays
+    that disagree in length never reach C."""
     _require()
     if t is None:
         return ffi.NULL
@@ -99,7 +125,68 @@ def ptr(t, what: str = "tensor"):
     ctype = _CTYPES.get(t.dtype)
     if ctype is None:
         raise TypeError(f"{what}: unsupported dtype {t.dtype}")
+    if t.numel() != int(n):
+        raise ValueError(f"{what}: the C core uses {int(n)} entries, the tensor has "
+                         f"{t.numel()} (shape {tuple(t.shape)})")
     return ffi.cast(ctype, t.data_ptr())
+
+
+_NUMPY = {torch.int32: np.int32, torch.int64: np.int64, torch.float32: np.float32,
+          torch.float64: np.float64, torch.uint8: np.uint8}
+
+
+def _refuse(a: np.ndarray, bad: np.ndarray, what: str, why: str) -> None:
+    """Raise ValueError naming the first entry of ``a`` where ``bad`` holds."""
+    if a.ndim == 0:
+        raise ValueError(f"{what} is {a}, {why}")
+    i = tuple(int(v) for v in np.argwhere(bad)[0])
+    raise ValueError(f"{what}: entry {i[0] if len(i) == 1 else i} is {a[i]}, {why}")
+
+
+def as_c_array(x, dtype: torch.dtype, what: str) -> torch.Tensor:
+    """``x`` (array-like or tensor) as a contiguous CPU tensor of ``dtype``
+    (one of int32, int64, float32, float64, uint8), sharing memory when it
+    already is one.
+
+    Conversions that would change a value raise ValueError naming ``what``
+    and the entry: an integer that does not fit ``dtype`` (int64 -> int32
+    would wrap), a float that is not a whole number (or not finite) for an
+    integer ``dtype``, a finite float64 beyond float32's range for float32
+    (it would become inf). Rounding float64 to float32 is allowed."""
+    target = np.dtype(_NUMPY[dtype])
+    if isinstance(x, torch.Tensor):
+        t = x.detach().cpu()
+        if t.dtype == dtype:
+            return t.contiguous()
+        if t.dtype.is_floating_point and t.dtype not in (torch.float32, torch.float64):
+            t = t.to(torch.float32)  # float16 / bfloat16: exact in float32
+        a = t.numpy()
+    else:
+        a = np.asarray(x)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{what}: expected numbers, got an array of {a.dtype}")
+    if a.size and target.kind in "iu":
+        info = np.iinfo(target)
+        if a.dtype.kind == "f":
+            bad = ~np.isfinite(a) | (a != np.trunc(a))
+            if bad.any():
+                _refuse(a, bad, what, "not a whole number")
+            # info.max + 1 (a power of 2) is exact as a float, info.max may not be
+            bad = (a < info.min) | (a >= info.max + 1)
+        elif a.dtype.kind in "iu" and (np.iinfo(a.dtype).min < info.min or
+                                       np.iinfo(a.dtype).max > info.max):
+            bad = (a < info.min) | (a > info.max)
+        else:
+            bad = None
+        if bad is not None and bad.any():
+            _refuse(a, bad, what, f"outside the range of {target} [{info.min}, {info.max}]")
+    elif a.size and target == np.float32 and a.dtype.kind == "f" and a.dtype.itemsize > 4:
+        bad = np.isfinite(a) & (np.abs(a) > np.finfo(np.float32).max)
+        if bad.any():
+            _refuse(a, bad, what, "beyond the range of float32 (it would become inf)")
+    out = np.asarray(a, dtype=target, order="C")
+    # torch wants writable memory (a read-only array, e.g. from a buffer, is copied)
+    return torch.from_numpy(out if out.flags.writeable else out.copy())
 
 
 def max_threads() -> int:

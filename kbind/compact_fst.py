@@ -17,7 +17,9 @@ transitions) generalised to any FST: forward passes walk ``out_offsets``,
 backward passes walk ``in_offsets``/``in_arcs``. The index is built and
 validated in C (:c:func:`kb_fst_index`): state ids, labels against the range
 the caller expects (e.g. pdf-id+1 in [1, num_pdfs] for a den graph) and NaN
-weights are checked once, so the kernels can trust the arrays.
+weights are checked once, so the kernels can trust the arrays. Values are
+narrowed to int32 / float32 with :func:`kbind._native.as_c_array`, which
+refuses what would wrap or overflow instead of passing a different number.
 """
 
 from __future__ import annotations
@@ -31,14 +33,6 @@ import torch
 from . import _native
 
 __all__ = ["CompactFst"]
-
-
-def _i32(x) -> torch.Tensor:
-    return torch.as_tensor(np.ascontiguousarray(np.asarray(x), dtype=np.int32))
-
-
-def _f32(x) -> torch.Tensor:
-    return torch.as_tensor(np.ascontiguousarray(np.asarray(x), dtype=np.float32))
 
 
 @dataclass
@@ -68,46 +62,51 @@ class CompactFst:
 
         ``label_range=(lo, hi)``: inclusive range every input (and output)
         label must lie in; default: any non-negative int32.
-        Raises ValueError naming the offending arc.
+        Raises ValueError naming the offending arc, or the array and entry
+        whose value does not fit int32 / float32.
         """
-        src = np.asarray(src, dtype=np.int64)
+        # checked before it sizes the offsets below
+        num_states = int(_native.as_c_array(num_states, torch.int32, "num_states"))
+        src = _native.as_c_array(np.asarray(src).reshape(-1), torch.int64, "src").numpy()
         n = src.size
         for name, arr in (("dst", dst), ("ilabel", ilabel), ("olabel", olabel),
                           ("weight", weight)):
             if arr is not None and np.asarray(arr).size != n:
                 raise ValueError(f"arc array {name} has {np.asarray(arr).size} entries, "
                                  f"src has {n}")
-        final = np.asarray(final, dtype=np.float32).reshape(-1)
-        if final.size != num_states:
-            raise ValueError(f"final has {final.size} entries for {num_states} states")
-        if np.isnan(final).any():
-            s = int(np.flatnonzero(np.isnan(final))[0])
+        final = _native.as_c_array(np.asarray(final).reshape(-1), torch.float32, "final")
+        if final.numel() != num_states:
+            raise ValueError(f"final has {final.numel()} entries for {num_states} states")
+        if torch.isnan(final).any():
+            s = int(torch.nonzero(torch.isnan(final))[0])
             raise ValueError(f"final cost of state {s} is NaN")
         order = np.argsort(src, kind="stable") if n and np.any(np.diff(src) < 0) else None
 
-        def arranged(a, conv, default):
-            a = np.asarray(a) if a is not None else default
-            return conv(a[order] if order is not None else a)
+        def arranged(a, dtype, name):
+            a = np.asarray(a).reshape(-1)
+            return _native.as_c_array(a[order] if order is not None else a, dtype, name)
 
         lo, hi = label_range if label_range is not None else (0, np.iinfo(np.int32).max)
         fst = cls(
-            num_states=int(num_states), start=int(start), final=_f32(final),
-            arc_src=arranged(src, _i32, None),
-            arc_dst=arranged(dst, _i32, None),
-            arc_ilabel=arranged(ilabel, _i32, None),
-            arc_olabel=arranged(olabel, _i32, np.asarray(ilabel)),
-            arc_weight=arranged(weight, _f32, np.zeros(n, dtype=np.float32)),
-            out_offsets=torch.zeros(int(num_states) + 1, dtype=torch.int64),
-            in_offsets=torch.zeros(int(num_states) + 1, dtype=torch.int64),
+            num_states=num_states, start=int(start), final=final,
+            arc_src=arranged(src, torch.int32, "src"),
+            arc_dst=arranged(dst, torch.int32, "dst"),
+            arc_ilabel=arranged(ilabel, torch.int32, "ilabel"),
+            arc_olabel=arranged(ilabel if olabel is None else olabel, torch.int32, "olabel"),
+            arc_weight=arranged(np.zeros(n, np.float32) if weight is None else weight,
+                                torch.float32, "weight"),
+            out_offsets=torch.zeros(num_states + 1, dtype=torch.int64),
+            in_offsets=torch.zeros(num_states + 1, dtype=torch.int64),
             in_arcs=torch.zeros(n, dtype=torch.int64),
         )
+        P, S, A = _native.ptr, num_states, n
         try:
-            _native.call("kb_fst_index", fst.num_states, n, fst.start,
-                         _native.ptr(fst.arc_src), _native.ptr(fst.arc_dst),
-                         _native.ptr(fst.arc_ilabel), _native.ptr(fst.arc_olabel),
-                         _native.ptr(fst.arc_weight), int(lo), int(hi),
-                         _native.ptr(fst.out_offsets), _native.ptr(fst.in_offsets),
-                         _native.ptr(fst.in_arcs))
+            _native.call("kb_fst_index", S, A, fst.start, P(fst.arc_src, A, "src"),
+                         P(fst.arc_dst, A, "dst"), P(fst.arc_ilabel, A, "ilabel"),
+                         P(fst.arc_olabel, A, "olabel"), P(fst.arc_weight, A, "weight"),
+                         int(lo), int(hi),
+                         P(fst.out_offsets, S + 1, "out_offsets"),
+                         P(fst.in_offsets, S + 1, "in_offsets"), P(fst.in_arcs, A, "in_arcs"))
         except _native.NativeError as e:
             raise ValueError(f"invalid FST: {e}") from None
         return fst
@@ -121,12 +120,14 @@ class CompactFst:
 
     def connected_states(self):
         """(accessible, coaccessible) boolean tensors over the states."""
-        acc = torch.zeros(self.num_states, dtype=torch.uint8)
-        coacc = torch.zeros(self.num_states, dtype=torch.uint8)
-        _native.call("kb_fst_connect", self.num_states, self.start, _native.ptr(self.final),
-                     _native.ptr(self.arc_dst), _native.ptr(self.arc_src),
-                     _native.ptr(self.out_offsets), _native.ptr(self.in_offsets),
-                     _native.ptr(self.in_arcs), _native.ptr(acc), _native.ptr(coacc))
+        S, A, P = self.num_states, self.num_arcs, _native.ptr
+        acc = torch.zeros(S, dtype=torch.uint8)
+        coacc = torch.zeros(S, dtype=torch.uint8)
+        _native.call("kb_fst_connect", S, A, self.start, P(self.final, S, "final"),
+                     P(self.arc_dst, A, "arc_dst"), P(self.arc_src, A, "arc_src"),
+                     P(self.out_offsets, S + 1, "out_offsets"),
+                     P(self.in_offsets, S + 1, "in_offsets"), P(self.in_arcs, A, "in_arcs"),
+                     P(acc, S, "accessible"), P(coacc, S, "coaccessible"))
         return acc.bool(), coacc.bool()
 
     def arcs_leaving(self, state: int) -> torch.Tensor:

@@ -148,15 +148,16 @@ class AlignGraph:
 
     def arrays(self):
         """(final, out_offsets, dst, ilabel, olabel, weight) as contiguous
-        CPU tensors sharing the Fst's memory."""
+        CPU tensors sharing the Fst's memory when it has the C dtypes
+        (values that do not fit them raise ValueError)."""
         if self._arrays is None:
-            f = self.fst
-
-            def t(x, dtype):
-                return torch.from_numpy(np.ascontiguousarray(x, dtype=dtype))
-            self._arrays = (t(f.final, np.float32), t(f.state_offsets, np.int64),
-                            t(f.arc_dst, np.int32), t(f.arc_ilabel, np.int32),
-                            t(f.arc_olabel, np.int32), t(f.arc_weight, np.float32))
+            f, t = self.fst, _native.as_c_array
+            self._arrays = (t(f.final, torch.float32, "final"),
+                            t(f.state_offsets, torch.int64, "state_offsets"),
+                            t(f.arc_dst, torch.int32, "arc_dst"),
+                            t(f.arc_ilabel, torch.int32, "arc_ilabel"),
+                            t(f.arc_olabel, torch.int32, "arc_olabel"),
+                            t(f.arc_weight, torch.float32, "arc_weight"))
         return self._arrays
 
     def __getstate__(self):
@@ -265,33 +266,47 @@ def search(graph: Union[AlignGraph, Fst], tid2pdf, loglikes: torch.Tensor,
     of transition-ids); ``loglikes``: (T, D) float32 CPU tensor.
 
     Returns ``(ok, retried, alignment, words, costs)``: ``ok`` False when no
-    final state was reached (then alignment and words are None); costs =
-    (graph cost, scaled acoustic cost, log-likelihood). Raises
-    :class:`kbind._native.NativeError` on bad input."""
+    final state was reached (then alignment and words are None; when ``ok``
+    neither is); costs = (graph cost, scaled acoustic cost, log-likelihood).
+    Raises ValueError when an array does not have the graph's length or a
+    value does not fit int32 / float32, and
+    :class:`kbind._native.NativeError` on other bad input."""
     g = graph if isinstance(graph, AlignGraph) else AlignGraph(graph, 0.0, 0.0, False)
-    t2p = tid2pdf if isinstance(tid2pdf, torch.Tensor) else torch.from_numpy(
-        np.array(tid2pdf, dtype=np.int32))
-    x = loglikes.contiguous()
-    T = int(x.shape[0])
+    t2p = _native.as_c_array(tid2pdf, torch.int32, "tid2pdf")
+    x = _native.as_c_array(loglikes, torch.float32, "loglikes")
+    if x.dim() != 2:
+        raise ValueError(f"loglikes must be (T, D), got shape {tuple(x.shape)}")
+    T, D = (int(v) for v in x.shape)
     final, off, dst, il, ol, w = g.arrays()
-    ali = torch.empty(T, dtype=torch.int32)
-    cap = max(16, T + 1)  # each word of a training graph takes at least one frame
-    words = torch.empty(cap, dtype=torch.int32)
-    info = torch.zeros(3, dtype=torch.int32)
-    costs = torch.zeros(3, dtype=torch.float32)
-    p = _native.ptr
-    _native.call("kb_align_compiled", g.num_states, int(dst.numel()), g.start, p(final), p(off),
-                 p(dst), p(il), p(ol), p(w), p(t2p, "tid2pdf"), int(t2p.numel()) - 1,
-                 p(x, "loglikes"), T, int(x.shape[1]), float(opts.acoustic_scale),
-                 float(opts.beam), float(opts.retry_beam), int(opts.max_active),
-                 int(opts.min_active), float(opts.beam_delta), float(opts.hash_ratio), p(ali),
-                 p(words), cap, p(info), p(costs))
+    S, num_tids, p = g.num_states, int(t2p.numel()) - 1, _native.ptr
+    off_p = p(off, S + 1, "state_offsets")
+    A = int(off[-1])  # the arcs as the offsets count them: every arc array has A
+
+    def run(cap):
+        ali = torch.empty(T, dtype=torch.int32)
+        words = torch.empty(cap, dtype=torch.int32)
+        info = torch.zeros(3, dtype=torch.int32)
+        costs = torch.zeros(3, dtype=torch.float32)
+        _native.call("kb_align_compiled", S, A, g.start, p(final, S, "final"), off_p,
+                     p(dst, A, "arc_dst"), p(il, A, "arc_ilabel"), p(ol, A, "arc_olabel"),
+                     p(w, A, "arc_weight"), p(t2p, num_tids + 1, "tid2pdf"), num_tids,
+                     p(x, T * D, "loglikes"), T, D, float(opts.acoustic_scale),
+                     float(opts.beam), float(opts.retry_beam), int(opts.max_active),
+                     int(opts.min_active), float(opts.beam_delta), float(opts.hash_ratio),
+                     p(ali, T, "alignment"), p(words, cap, "words"), cap, p(info, 3, "info"),
+                     p(costs, 3, "costs"))
+        return ali, words, info, costs
+
+    # a word usually takes at least one frame; words on epsilon arcs can make
+    # more, and then the search runs again with room for all of them (it is
+    # deterministic: same path, same words)
+    ali, words, info, costs = run(max(16, T + 1))
+    if info[0] and int(info[2]) > words.numel():
+        ali, words, info, costs = run(int(info[2]))
     retried = bool(info[1])
     if not info[0]:
         return False, retried, None, None, costs.numpy()
-    nw = int(info[2])
-    wd = words[:nw].numpy().copy() if nw <= cap else None
-    return True, retried, ali.numpy(), wd, costs.numpy()
+    return True, retried, ali.numpy(), words[:int(info[2])].numpy(), costs.numpy()
 
 
 class MonophoneGraphCompiler:
@@ -391,9 +406,9 @@ class ForcedAligner:
         self._cache: "OrderedDict[Tuple[int, ...], AlignGraph]" = OrderedDict()
         self._lock = threading.Lock()
         self._compiler: Optional[TrainingGraphCompiler] = None
-        tid2pdf = np.array(trans_model.tid2pdf, dtype=np.int32)
+        tid2pdf = _native.as_c_array(trans_model.tid2pdf, torch.int32, "tid2pdf").clone()
         tid2pdf[0] = 0
-        self._tid2pdf = torch.from_numpy(tid2pdf)
+        self._tid2pdf = tid2pdf
 
     def __getstate__(self):
         d = dict(self.__dict__)
@@ -479,7 +494,10 @@ class ForcedAligner:
         if x.shape[1] < self.num_pdfs:
             raise ValueError(f"utterance {key}: loglikes have {x.shape[1]} columns but the "
                              f"transition model has {self.num_pdfs} pdfs")
-        return x.detach().to(device="cpu", dtype=torch.float32).contiguous()
+        try:
+            return _native.as_c_array(x, torch.float32, "loglikes")
+        except ValueError as e:
+            raise ValueError(f"utterance {key}: {e}") from None
 
     def align(self, key: str, graph: Union[AlignGraph, Fst, TranscriptT],
               loglikes) -> AlignResult:
@@ -513,7 +531,7 @@ class ForcedAligner:
             return self._fail(key, T, "zero-length utterance", False)
         try:
             ok, retried, ali, words, costs = search(g, self._tid2pdf, x, o)
-        except _native.NativeError as e:
+        except (_native.NativeError, ValueError) as e:
             raise ValueError(f"utterance {key}: {e}") from None
         if retried:
             log.info("retried utterance %s with beam %g", key, o.retry_beam)

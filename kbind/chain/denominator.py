@@ -53,7 +53,6 @@ import weakref
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
 import torch
 
 from .. import _native
@@ -306,19 +305,27 @@ def _c_graph_arrays(graph: DenominatorGraph):
     """Kaldi's arrays of the graph as contiguous CPU tensors (cached per graph)."""
     arr = _C_ARRAYS.get(graph)
     if arr is None:
-        arr = dict(
-            forward_transitions=torch.from_numpy(
-                np.ascontiguousarray(graph.forward_transitions, dtype=np.int32)),
-            transitions_prob=torch.from_numpy(
-                np.ascontiguousarray(graph.transitions_prob, dtype=np.float32)),
-            transitions_pdf=torch.from_numpy(
-                np.ascontiguousarray(graph.transitions_pdf, dtype=np.int32)),
-            transitions_hmm_state=torch.from_numpy(
-                np.ascontiguousarray(graph.transitions_hmm_state, dtype=np.int32)),
-            initial_probs=torch.from_numpy(
-                np.ascontiguousarray(graph.initial_probs, dtype=np.float32)))
+        dtypes = dict(forward_transitions=torch.int32, transitions_prob=torch.float32,
+                      transitions_pdf=torch.int32, transitions_hmm_state=torch.int32,
+                      initial_probs=torch.float32)
+        arr = {k: _native.as_c_array(getattr(graph, k), dt, k) for k, dt in dtypes.items()}
         _C_ARRAYS[graph] = arr
     return arr
+
+
+def _c_graph_args(graph: DenominatorGraph) -> tuple:
+    """The graph's arguments of ``kb_den_index_new`` and
+    ``kb_chain_den_forward_backward`` after (num_states, num_pdfs):
+    forward_transitions, num_transitions, transitions_prob / pdf / hmm_state,
+    initial_probs, each pointer checked against the graph's sizes (the
+    arrays stay alive in the cache of :func:`_c_graph_arrays`)."""
+    arr, P, H = _c_graph_arrays(graph), _native.ptr, int(graph.num_states)
+    A = int(arr["transitions_prob"].numel())
+    return (P(arr["forward_transitions"], 2 * H, "forward_transitions"), A,
+            P(arr["transitions_prob"], A, "transitions_prob"),
+            P(arr["transitions_pdf"], A, "transitions_pdf"),
+            P(arr["transitions_hmm_state"], A, "transitions_hmm_state"),
+            P(arr["initial_probs"], H, "initial_probs"))
 
 
 _C_INDEX: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -334,13 +341,9 @@ def _c_den_index(graph: DenominatorGraph, num_pdfs: int, leaky: float):
     key = (int(num_pdfs), float(leaky))
     ix = per.get(key)
     if ix is None:
-        arr = _c_graph_arrays(graph)
-        P = _native.ptr
         out = _native.ffi.new("kb_den_index **")
         _native.call("kb_den_index_new", graph.num_states, int(num_pdfs),
-                     P(arr["forward_transitions"]), arr["transitions_prob"].numel(),
-                     P(arr["transitions_prob"]), P(arr["transitions_pdf"]),
-                     P(arr["transitions_hmm_state"]), P(arr["initial_probs"]), float(leaky), out)
+                     *_c_graph_args(graph), float(leaky), out)
         ix = per[key] = _native.ffi.gc(out[0], _native.lib.kb_den_index_free)
     return ix
 
@@ -379,8 +382,10 @@ def _c_forward_backward(graph: DenominatorGraph, nnet_output: torch.Tensor, L: t
     if num_threads is None:
         num_threads = torch.get_num_threads()
     P = _native.ptr
-    _native.call("kb_chain_den_forward_backward_index", index, B, T, P(y), P(lengths),
-                 int(num_threads), int(isa), P(logprob), P(post), P(checks), P(scratch))
+    _native.call("kb_chain_den_forward_backward_index", index, B, T,
+                 P(y, B * T * D, "nnet_output"), P(lengths, B, "lengths"), int(num_threads),
+                 int(isa), P(logprob, B, "logprob"), P(post, B * T * D, "posteriors"),
+                 P(checks, 2, "checks"), P(scratch, 1, "scratch_bytes"))
     if stats is not None:
         stats["scratch_bytes"] = int(scratch[0])
     ok = True

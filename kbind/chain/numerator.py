@@ -199,12 +199,17 @@ def _c_forward_backward(sup: Supervision, nnet_output: torch.Tensor, dtype: torc
     p32 = post is not None and dtype == torch.float32
     p64 = post is not None and dtype == torch.float64
     P = _native.ptr
-    _native.call("kb_chain_num_forward_backward", B, T, D, P(c["frames"]),
-                 P(c["state_offsets"]), P(c["arc_offsets"]), P(c["start"]), P(c["src"]),
-                 P(c["dst"]), P(c["pdf"]), P(c["logprob"]), P(c["final"]), P(c["offsets"]),
-                 int(dtype == torch.float64), P(y if f32 else None), P(y if f64 else None),
-                 int(num_threads), P(logprob), P(post if p32 else None),
-                 P(post if p64 else None), P(bad))
+    N, A = int(c["state_offsets"][-1]), int(c["arc_offsets"][-1])
+    _native.call("kb_chain_num_forward_backward", B, T, D, N, A, P(c["frames"], B, "frames"),
+                 P(c["state_offsets"], B + 1, "state_offsets"),
+                 P(c["arc_offsets"], B + 1, "arc_offsets"), P(c["start"], B, "start"),
+                 P(c["src"], A, "src"), P(c["dst"], A, "dst"), P(c["pdf"], A, "pdf"),
+                 P(c["logprob"], A, "logprob"), P(c["final"], N, "final"),
+                 P(c["offsets"], B, "offsets"), int(dtype == torch.float64),
+                 P(y if f32 else None, B * T * D, "nnet_output"),
+                 P(y if f64 else None, B * T * D, "nnet_output"), int(num_threads),
+                 P(logprob, B, "logprob"), P(post if p32 else None, B * T * D, "posteriors"),
+                 P(post if p64 else None, B * T * D, "posteriors"), P(bad, B, "bad"))
     for s in torch.nonzero(bad >= 0).flatten().tolist():
         k = int(bad[s])
         t, pdf = divmod(k, D)

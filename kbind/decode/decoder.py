@@ -40,13 +40,20 @@ Parallel decoding: cffi releases the GIL around every C call (API mode, the
 default for all functions), so :meth:`LatticeDecoder.decode_batch` runs
 utterances on a thread pool sharing one read-only C graph; search and
 determinization run in C, only building the lattice objects holds the GIL.
+The C graph is a copy of the HCLG's arrays: changing them after building the
+decoder does not change (or break) it.
+
+Errors: bad input -- NaN or +inf log-likelihoods (a diverged model), too few
+columns, a malformed graph -- raises ValueError; :class:`DecodeFailure` is
+only what latgen-faster counts as a failed utterance (no surviving token,
+zero frames, no final state reached with ``allow_partial=False``).
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -60,8 +67,9 @@ __all__ = ["DecoderOptions", "DecodeResult", "DecodeFailure", "LatticeDecoder",
 
 
 class DecodeFailure(RuntimeError):
-    """No lattice for an utterance (no surviving token, or no final state
-    reached with ``allow_partial=False``), as latgen-faster's warnings."""
+    """No lattice for an utterance whose input is valid (no surviving token,
+    zero frames, or no final state reached with ``allow_partial=False``), as
+    latgen-faster's warnings. Bad input raises ValueError instead."""
 
 
 @dataclass
@@ -120,24 +128,31 @@ class DecodeResult:
 
 def _tid2pdf_tensor(trans_model_or_tid2pdf) -> torch.Tensor:
     t2p = getattr(trans_model_or_tid2pdf, "tid2pdf", trans_model_or_tid2pdf)
-    arr = np.asarray(t2p).astype(np.int64).reshape(-1)
-    if arr.size < 1:
+    arr = _native.as_c_array(np.asarray(t2p).reshape(-1), torch.int32, "tid2pdf").clone()
+    if arr.numel() < 1:
         raise ValueError("tid2pdf must have an entry for transition-id 0 (unused)")
-    if arr.size > 1 and arr[1:].min() < 0:
-        tid = int(np.flatnonzero(arr[1:] < 0)[0]) + 1
-        raise ValueError(f"transition-id {tid} has no pdf-id ({arr[tid]})")
-    arr = arr.copy()
+    if arr.numel() > 1 and int(arr[1:].min()) < 0:
+        tid = int(torch.nonzero(arr[1:] < 0)[0]) + 1
+        raise ValueError(f"transition-id {tid} has no pdf-id ({int(arr[tid])})")
     arr[0] = 0
-    return torch.as_tensor(np.ascontiguousarray(arr.astype(np.int32)))
+    return arr
+
+
+def _utterance_error(e: Exception, index: int, key) -> Exception:
+    """``e`` again (same type) with the utterance named in front."""
+    where = f"utterance {index}" + ("" if key is None else f" ({key})")
+    return type(e)(f"{where}: {e}")
 
 
 class LatticeDecoder:
     """Decoder over one HCLG (``Fst`` or ``CompactFst``) for one transition
     model (or a ``tid2pdf`` table, index 0 unused).
 
-    The C graph handle is created once and shared by all threads of
-    :meth:`decode_batch`; it is freed by :meth:`close` (or ``with``, or
-    garbage collection)."""
+    The C graph handle is created once (from a copy of the graph's arrays)
+    and shared by all threads of :meth:`decode_batch`; it is freed by
+    :meth:`close` (or ``with``, or garbage collection). Graph arrays are
+    narrowed to int32 / float32 checked (ValueError for a value that does
+    not fit) and must agree in length (ValueError naming the array)."""
 
     def __init__(self, hclg, trans_model_or_tid2pdf, opts: Optional[DecoderOptions] = None):
         self.opts = opts or DecoderOptions()
@@ -150,29 +165,27 @@ class LatticeDecoder:
                            if hasattr(trans_model_or_tid2pdf, "tid2phone") else None)
         self.num_tids = int(self.tid2pdf.numel()) - 1
         self.num_pdfs = int(self.tid2pdf[1:].max()) + 1 if self.num_tids else 0
-        if isinstance(hclg, CompactFst):
-            self.num_states, self.start = hclg.num_states, hclg.start
-            self._final = hclg.final
-            self._dst, self._il, self._ol = hclg.arc_dst, hclg.arc_ilabel, hclg.arc_olabel
-            self._w, self._off = hclg.arc_weight, hclg.out_offsets
-        else:
-            self.num_states, self.start = int(hclg.num_states), int(hclg.start)
-            self._final = torch.as_tensor(np.ascontiguousarray(hclg.final, dtype=np.float32))
-            self._dst = torch.as_tensor(np.ascontiguousarray(hclg.arc_dst, dtype=np.int32))
-            self._il = torch.as_tensor(np.ascontiguousarray(hclg.arc_ilabel, dtype=np.int32))
-            self._ol = torch.as_tensor(np.ascontiguousarray(hclg.arc_olabel, dtype=np.int32))
-            self._w = torch.as_tensor(np.ascontiguousarray(hclg.arc_weight, dtype=np.float32))
-            self._off = torch.as_tensor(np.ascontiguousarray(hclg.state_offsets,
-                                                             dtype=np.int64))
+        self.num_states, self.start = int(hclg.num_states), int(hclg.start)
         if self.start < 0 or self.num_states == 0:
             raise ValueError("the decoding graph is empty")
+        offsets = hclg.out_offsets if isinstance(hclg, CompactFst) else hclg.state_offsets
+        arr = _native.as_c_array
+        final = arr(hclg.final, torch.float32, "final")
+        dst = arr(hclg.arc_dst, torch.int32, "arc_dst")
+        ilabel = arr(hclg.arc_ilabel, torch.int32, "arc_ilabel")
+        olabel = arr(hclg.arc_olabel, torch.int32, "arc_olabel")
+        weight = arr(hclg.arc_weight, torch.float32, "arc_weight")
+        offsets = arr(offsets, torch.int64, "state_offsets")
+        S, P = self.num_states, _native.ptr
+        offsets_p = P(offsets, S + 1, "state_offsets")
+        A = int(offsets[-1])  # the arcs as the offsets count them: every arc array has A
         h = torch.zeros(1, dtype=torch.int64)
         try:
-            _native.call("kb_decoder_graph_new", self.num_states, int(self._dst.numel()),
-                         self.start, _native.ptr(self._final), _native.ptr(self._dst),
-                         _native.ptr(self._il), _native.ptr(self._ol), _native.ptr(self._w),
-                         _native.ptr(self._off), _native.ptr(self.tid2pdf), self.num_tids,
-                         _native.ptr(h))
+            _native.call("kb_decoder_graph_new", S, A, self.start, P(final, S, "final"),
+                         P(dst, A, "arc_dst"), P(ilabel, A, "arc_ilabel"),
+                         P(olabel, A, "arc_olabel"), P(weight, A, "arc_weight"),
+                         offsets_p, P(self.tid2pdf, self.num_tids + 1, "tid2pdf"), self.num_tids,
+                         P(h, 1, "handle"))
         except _native.NativeError as e:
             raise ValueError(f"invalid decoding graph: {e}") from None
         self._handle = int(h[0])
@@ -197,60 +210,68 @@ class LatticeDecoder:
 
     # -- decoding -------------------------------------------------------------------
     def _loglikes(self, loglikes) -> torch.Tensor:
-        x = loglikes if isinstance(loglikes, torch.Tensor) else torch.as_tensor(
-            np.asarray(loglikes))
+        x = _native.as_c_array(loglikes, torch.float32, "loglikes")
         if x.dim() != 2:
             raise ValueError(f"loglikes must be (T, D), got shape {tuple(x.shape)}")
         if x.shape[1] < self.num_pdfs:
             raise ValueError(f"loglikes have {x.shape[1]} columns but the transition model "
                              f"has {self.num_pdfs} pdfs")
-        return x.detach().to("cpu", torch.float32).contiguous()
+        return x
 
     def decode_raw(self, loglikes):
         """The C search only: (alignment, words, graph_cost, scaled acoustic
         cost, final_relative_cost, reached_final, raw Lattice with SCALED
-        acoustic costs)."""
+        acoustic costs). Errors as :meth:`decode`."""
         if not self._handle:
             raise RuntimeError("decoder is closed")
         x = self._loglikes(loglikes)
-        o = self.opts
+        T, D = (int(v) for v in x.shape)
+        o, P = self.opts, _native.ptr
         res = torch.zeros(1, dtype=torch.int64)
         sizes = torch.zeros(8, dtype=torch.int64)
         try:
-            _native.call("kb_decode_lattice_faster", self._handle, _native.ptr(x),
-                         int(x.shape[0]), int(x.shape[1]), float(o.acoustic_scale),
-                         float(o.beam), int(o.max_active), int(o.min_active),
-                         float(o.lattice_beam), int(o.prune_interval), float(o.beam_delta),
-                         float(o.hash_ratio), float(o.prune_scale), _native.ptr(res),
-                         _native.ptr(sizes))
+            _native.call("kb_decode_lattice_faster", self._handle, P(x, T * D, "loglikes"), T, D,
+                         float(o.acoustic_scale), float(o.beam), int(o.max_active),
+                         int(o.min_active), float(o.lattice_beam), int(o.prune_interval),
+                         float(o.beam_delta), float(o.hash_ratio), float(o.prune_scale),
+                         P(res, 1, "result"), P(sizes, 8, "sizes"))
         except _native.NativeError as e:
-            raise DecodeFailure(str(e)) from None
+            if e.code == _native.KB_ENOPATH:
+                raise DecodeFailure(str(e)) from None
+            if e.code == _native.KB_ENOMEM:
+                raise MemoryError(f"decoding: {e}") from None
+            raise ValueError(str(e)) from None
         handle = int(res[0])
         try:
             T, nw, ns, na, reached = (int(v) for v in sizes[:5])
             ali = torch.empty(T, dtype=torch.int32)
-            words = torch.empty(max(nw, 1), dtype=torch.int32)
+            words = torch.empty(nw, dtype=torch.int32)
             costs = torch.empty(3, dtype=torch.float32)
-            src = torch.empty(max(na, 1), dtype=torch.int32)
-            dst = torch.empty(max(na, 1), dtype=torch.int32)
-            il = torch.empty(max(na, 1), dtype=torch.int32)
-            ol = torch.empty(max(na, 1), dtype=torch.int32)
-            w = torch.empty((max(na, 1), 2), dtype=torch.float32)
-            fin = torch.empty((max(ns, 1), 2), dtype=torch.float32)
-            _native.call("kb_decode_result_copy", handle, _native.ptr(ali), _native.ptr(words),
-                         _native.ptr(costs), _native.ptr(src), _native.ptr(dst), _native.ptr(il),
-                         _native.ptr(ol), _native.ptr(w), _native.ptr(fin))
+            src = torch.empty(na, dtype=torch.int32)
+            dst = torch.empty(na, dtype=torch.int32)
+            il = torch.empty(na, dtype=torch.int32)
+            ol = torch.empty(na, dtype=torch.int32)
+            w = torch.empty((na, 2), dtype=torch.float32)
+            fin = torch.empty((ns, 2), dtype=torch.float32)
+            _native.call("kb_decode_result_copy", handle, T, nw, ns, na, P(ali, T, "alignment"),
+                         P(words, nw, "words"), P(costs, 3, "costs"), P(src, na, "lat_src"),
+                         P(dst, na, "lat_dst"), P(il, na, "lat_ilabel"),
+                         P(ol, na, "lat_olabel"), P(w, 2 * na, "lat_weight"),
+                         P(fin, 2 * ns, "lat_final"))
         finally:
             _native.call("kb_decode_result_free", handle)
-        lat = Lattice(ns, 0, fin[:ns].numpy(), src[:na].numpy(), dst[:na].numpy(),
-                      il[:na].numpy(), ol[:na].numpy(), w[:na].numpy())
+        lat = Lattice(ns, 0, fin.numpy(), src.numpy(), dst.numpy(), il.numpy(), ol.numpy(),
+                      w.numpy())
         c = costs.tolist()
-        return (ali.tolist(), words[:nw].tolist(), c[0], c[1], c[2], bool(reached), lat)
+        return (ali.tolist(), words.tolist(), c[0], c[1], c[2], bool(reached), lat)
 
     def decode(self, loglikes) -> DecodeResult:
         """Decode one utterance (``loglikes``: (T, num_pdfs) tensor of
         log-likelihoods, column = pdf-id). Raises :class:`DecodeFailure` as
-        latgen-faster fails an utterance (and ValueError on bad input)."""
+        latgen-faster fails an utterance (no surviving token, zero frames,
+        no final state reached without ``allow_partial``), ValueError on bad
+        input (NaN or +inf log-likelihoods, too few columns, not (T, D)) and
+        MemoryError when the C core runs out of memory."""
         o = self.opts
         ali, words, g, a_scaled, frc, reached, lat = self.decode_raw(loglikes)
         if not reached and not o.allow_partial:
@@ -268,28 +289,46 @@ class LatticeDecoder:
                             reached_final=reached, final_relative_cost=frc, lattice=lat_out,
                             compact_lattice=clat)
 
-    def decode_batch(self, loglikes_list: Sequence, num_workers: int = 1,
+    def decode_batch(self, utterances: Union[Sequence, Mapping], num_workers: int = 1,
                      on_error: str = "raise") -> List[Optional[DecodeResult]]:
         """Decode several utterances on ``num_workers`` threads (the C search
-        runs without the GIL); results in input order. ``on_error``:
-        ``"raise"`` (first failure raises) or ``"none"`` (failed utterances
-        give None)."""
+        runs without the GIL); results in input order.
+
+        ``utterances``: log-likelihood matrices, ``(key, loglikes)`` pairs
+        (``key`` a str), or a dict ``{key: loglikes}`` (results in its
+        order). ``on_error``: ``"raise"`` (the first failure raises) or
+        ``"none"`` (an utterance that fails to decode, :class:`DecodeFailure`,
+        gives None, as latgen-faster counts it and goes on). Bad input
+        (ValueError: NaN or +inf log-likelihoods from a diverged model, too
+        few columns) raises in both modes. An error raised has the type
+        :meth:`decode` gave it and a message that starts with the utterance:
+        ``utterance 3 (utt-key): ...``.
+
+        >>> results = decoder.decode_batch({"utt1": ll1, "utt2": ll2}, num_workers=4)
+        """
         if on_error not in ("raise", "none"):
             raise ValueError("on_error must be 'raise' or 'none'")
+        if isinstance(utterances, Mapping):
+            items = list(utterances.items())
+        else:
+            items = [u if isinstance(u, tuple) and len(u) == 2 and isinstance(u[0], str)
+                     else (None, u) for u in utterances]
 
-        def one(x):
+        def one(index):
+            key, x = items[index]
             try:
                 return self.decode(x)
-            except DecodeFailure:
+            except DecodeFailure as e:
                 if on_error == "none":
                     return None
-                raise
+                raise _utterance_error(e, index, key) from e
+            except (ValueError, TypeError, MemoryError) as e:
+                raise _utterance_error(e, index, key) from e
 
-        items = list(loglikes_list)
         if num_workers <= 1 or len(items) <= 1:
-            return [one(x) for x in items]
+            return [one(i) for i in range(len(items))]
         with ThreadPoolExecutor(max_workers=num_workers) as ex:
-            return list(ex.map(one, items))
+            return list(ex.map(one, range(len(items))))
 
 
 def write_lattices(wspecifier: str, results: Union[dict, Iterable[Tuple[str, DecodeResult]]],

@@ -429,47 +429,52 @@ def _native_determinize(lat, beam: float, phone_map: Optional[np.ndarray], delta
         lat = lat.to_lattice()
     if not isinstance(lat, Lattice):
         raise TypeError(f"expected a Lattice, got {type(lat).__name__}")
-    ns, na = int(lat.num_states), int(len(lat.arc_dst))
+    arr, P = _native.as_c_array, _native.ptr
+    ns = int(lat.num_states)
     start = int(lat.start) if ns else -1
-
-    def t(a, dt):
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=dt))
-
-    fin = t(lat.final.reshape(ns, 2), np.float32)
-    off = t(lat.state_offsets, np.int64)
-    dst, il, ol = t(lat.arc_dst, np.int32), t(lat.arc_ilabel, np.int32), t(lat.arc_olabel, np.int32)
-    w = t(lat.arc_weight.reshape(na, 2), np.float32)
-    pm = None if phone_map is None else t(phone_map, np.int32)
+    fin = arr(lat.final, torch.float32, "final")
+    off = arr(lat.state_offsets, torch.int64, "state_offsets")
+    dst = arr(lat.arc_dst, torch.int32, "arc_dst")
+    il = arr(lat.arc_ilabel, torch.int32, "arc_ilabel")
+    ol = arr(lat.arc_olabel, torch.int32, "arc_olabel")
+    w = arr(lat.arc_weight, torch.float32, "arc_weight")
+    pm = None if phone_map is None else arr(phone_map, torch.int32, "phone_map")
     num_tids = 0 if pm is None else int(pm.numel()) - 1
+    off_p = P(off, ns + 1, "state_offsets")
+    na = int(off[-1])  # the arcs as the offsets count them: every arc array has na
     res = torch.zeros(1, dtype=torch.int64)
     sizes = torch.zeros(8, dtype=torch.int64)
     stats = torch.zeros(4, dtype=torch.float64)
     try:
-        _native.call("kb_latdet_pruned", ns, na, start, _native.ptr(fin), _native.ptr(off),
-                     _native.ptr(dst), _native.ptr(il), _native.ptr(ol), _native.ptr(w),
-                     _native.ptr(pm), num_tids, float(beam), float(delta), int(max_mem),
-                     int(max_states), int(max_arcs), float(retry_cutoff), _native.ptr(res),
-                     _native.ptr(sizes), _native.ptr(stats))
+        _native.call("kb_latdet_pruned", ns, na, start, P(fin, 2 * ns, "final"), off_p,
+                     P(dst, na, "arc_dst"),
+                     P(il, na, "arc_ilabel"), P(ol, na, "arc_olabel"),
+                     P(w, 2 * na, "arc_weight"), P(pm, num_tids + 1, "phone_map"), num_tids,
+                     float(beam), float(delta), int(max_mem), int(max_states), int(max_arcs),
+                     float(retry_cutoff), P(res, 1, "result"), P(sizes, 8, "sizes"),
+                     P(stats, 4, "stats"))
     except _native.NativeError as e:
-        if "out of memory" in str(e):
+        if e.code == _native.KB_ENOMEM:
             raise MemoryError(f"lattice determinization: {e}") from None
         raise ValueError(f"lattice determinization: {e}") from None
     h = int(res[0])
     try:
         n_s, n_a, fsl, asl = (int(v) for v in sizes[:4])
-        final = torch.empty((max(n_s, 1), 2), dtype=torch.float32)
+        final = torch.empty((n_s, 2), dtype=torch.float32)
         fs_off = torch.empty(n_s + 1, dtype=torch.int64)
-        fs_data = torch.empty(max(fsl, 1), dtype=torch.int32)
-        src = torch.empty(max(n_a, 1), dtype=torch.int32)
-        adst = torch.empty(max(n_a, 1), dtype=torch.int32)
-        lab = torch.empty(max(n_a, 1), dtype=torch.int32)
-        aw = torch.empty((max(n_a, 1), 2), dtype=torch.float32)
+        fs_data = torch.empty(fsl, dtype=torch.int32)
+        src = torch.empty(n_a, dtype=torch.int32)
+        adst = torch.empty(n_a, dtype=torch.int32)
+        lab = torch.empty(n_a, dtype=torch.int32)
+        aw = torch.empty((n_a, 2), dtype=torch.float32)
         as_off = torch.empty(n_a + 1, dtype=torch.int64)
-        as_data = torch.empty(max(asl, 1), dtype=torch.int32)
-        _native.call("kb_latdet_result_copy", h, _native.ptr(final), _native.ptr(fs_off),
-                     _native.ptr(fs_data), _native.ptr(src), _native.ptr(adst),
-                     _native.ptr(lab), _native.ptr(aw), _native.ptr(as_off),
-                     _native.ptr(as_data))
+        as_data = torch.empty(asl, dtype=torch.int32)
+        _native.call("kb_latdet_result_copy", h, n_s, n_a, fsl, asl,
+                     P(final, 2 * n_s, "final_cost"), P(fs_off, n_s + 1, "final_string_offsets"),
+                     P(fs_data, fsl, "final_string_data"), P(src, n_a, "arc_src"),
+                     P(adst, n_a, "arc_dst"), P(lab, n_a, "arc_label"),
+                     P(aw, 2 * n_a, "arc_weight"), P(as_off, n_a + 1, "arc_string_offsets"),
+                     P(as_data, asl, "arc_string_data"))
     finally:
         _native.call("kb_latdet_result_free", h)
     info = DeterminizeInfo(
@@ -478,15 +483,15 @@ def _native_determinize(lat, beam: float, phone_map: Optional[np.ndarray], delta
         phone_arcs=int(stats[3]), states_created=int(sizes[7]), num_states=n_s, num_arcs=n_a)
     if n_s == 0:
         return CompactLattice(0, -1), info
-    labn = lab[:n_a].numpy()
+    labn = lab.numpy()
     # arcs come grouped by source: the constructor keeps their order, so the
     # CSR strings from C can be installed as they are
-    clat = CompactLattice(n_s, 0, final[:n_s].numpy(), None, src[:n_a].numpy(),
-                          adst[:n_a].numpy(), labn, labn, aw[:n_a].numpy(), None)
-    clat.final_string_offsets = fs_off.numpy().copy()
-    clat.final_string_data = fs_data[:fsl].numpy().copy()
-    clat.arc_string_offsets = as_off.numpy().copy()
-    clat.arc_string_data = as_data[:asl].numpy().copy()
+    clat = CompactLattice(n_s, 0, final.numpy(), None, src.numpy(), adst.numpy(), labn, labn,
+                          aw.numpy(), None)
+    clat.final_string_offsets = fs_off.numpy()
+    clat.final_string_data = fs_data.numpy()
+    clat.arc_string_offsets = as_off.numpy()
+    clat.arc_string_data = as_data.numpy()
     return clat, info
 
 

@@ -196,21 +196,26 @@ def lattice_best_paths(lat, settings: Sequence[Tuple[float, float]]
     k = len(settings)
     if k == 0:
         return []
-    t = torch.from_numpy
-    offs = t(np.ascontiguousarray(lat.state_offsets, dtype=np.int64))
-    dst = t(np.ascontiguousarray(lat.arc_dst, dtype=np.int32))
-    w = np.ascontiguousarray(lat.arc_weight, dtype=np.float32)
-    g, a = t(np.ascontiguousarray(w[:, 0])), t(np.ascontiguousarray(w[:, 1]))
-    olab = t(np.ascontiguousarray(lat.arc_olabel, dtype=np.int32))  # words (acceptor)
-    fin = np.ascontiguousarray(lat.final, dtype=np.float32)
-    fg, fa = t(np.ascontiguousarray(fin[:, 0])), t(np.ascontiguousarray(fin[:, 1]))
+    arr, p = _native.as_c_array, _native.ptr
+    offs = arr(lat.state_offsets, torch.int64, "state_offsets")
+    dst = arr(lat.arc_dst, torch.int32, "arc_dst")
+    w = arr(lat.arc_weight, torch.float32, "arc_weight").reshape(-1, 2)
+    g, a = w[:, 0].contiguous(), w[:, 1].contiguous()
+    olab = arr(lat.arc_olabel, torch.int32, "arc_olabel")  # words (acceptor)
+    fin = arr(lat.final, torch.float32, "final").reshape(-1, 2)
+    fg, fa = fin[:, 0].contiguous(), fin[:, 1].contiguous()
     scales = torch.tensor([1.0 / float(lm) for lm, _ in settings], dtype=torch.float64)
-    wips = torch.tensor([float(wp) for _, wp in settings], dtype=torch.float32)
+    wips = arr([float(wp) for _, wp in settings], torch.float32, "word insertion penalties")
     best = torch.empty(k, dtype=torch.int32)
-    back = torch.empty(k * max(ns, 1), dtype=torch.int64)
-    p = _native.ptr
-    _native.call("kb_lattice_best_paths", ns, lat.start if ns else -1, p(offs), p(dst), p(g),
-                 p(a), p(olab), p(fg), p(fa), k, p(scales), p(wips), p(best), p(back))
+    back = torch.empty(k * ns, dtype=torch.int64)
+    offs_p = p(offs, ns + 1, "state_offsets")
+    na = int(offs[-1])  # the arcs as the offsets count them: every arc array has na
+    _native.call("kb_lattice_best_paths", ns, na, lat.start if ns else -1,
+                 offs_p, p(dst, na, "arc_dst"),
+                 p(g, na, "arc_weight[:, 0]"), p(a, na, "arc_weight[:, 1]"),
+                 p(olab, na, "arc_olabel"), p(fg, ns, "final[:, 0]"), p(fa, ns, "final[:, 1]"), k,
+                 p(scales, k, "acoustic scales"), p(wips, k, "word insertion penalties"),
+                 p(best, k, "best_final"), p(back, k * ns, "back"))
     out: List[Optional[List[int]]] = []
     src = lat.arc_src
     olabel = lat.arc_olabel

@@ -303,16 +303,14 @@ def main(argv=None) -> dict:
         tmin, _, _ = _timeit(lambda: den_mod._c_forward_backward(g, y1, L1, 0.1, num_threads=1),
                              20, rounds=rounds)
         out["den_c_call_overhead_ms"] = 1e3 * tmin
-        arr = den_mod._c_graph_arrays(g)
+        graph_args = den_mod._c_graph_args(g)
         lp1, post1 = torch.empty(1), torch.empty(1, 1, D)
         P = _native.ptr
 
         def one_shot():
-            _native.call("kb_chain_den_forward_backward", g.num_states, D,
-                         P(arr["forward_transitions"]), arr["transitions_prob"].numel(),
-                         P(arr["transitions_prob"]), P(arr["transitions_pdf"]),
-                         P(arr["transitions_hmm_state"]), P(arr["initial_probs"]), 1, 1, P(y1),
-                         _native.ffi.NULL, 0.1, 1, -1, P(lp1), P(post1), _native.ffi.NULL,
+            _native.call("kb_chain_den_forward_backward", g.num_states, D, *graph_args, 1, 1,
+                         P(y1, D, "nnet_output"), _native.ffi.NULL, 0.1, 1, -1,
+                         P(lp1, 1, "logprob"), P(post1, D, "posteriors"), _native.ffi.NULL,
                          _native.ffi.NULL)
         tmin, _, _ = _timeit(one_shot, 20, rounds=rounds)
         out["den_c_one_shot_call_ms"] = 1e3 * tmin

@@ -502,6 +502,42 @@ def test_bad_input(setup):
         ForcedAligner(tm, tree, lang).lang.word_ids(["nope"], map_oov=False)
 
 
+def test_search_refuses_short_arrays_and_wrapping_values():
+    o = AlignOptions()
+    t2p = np.array([0, 0], np.int32)
+    x = torch.zeros(3, 1)
+    g = Fst(3, 0, [INF, INF, 0.0], [0, 1, 1], [1, 1, 2], [1, 1, 1], [0, 0, 0], [0.0, 0.0, 0.0])
+    assert search(g, t2p, x, o)[0]
+    short = Fst(3, 0, g.final, g.arc_src, g.arc_dst, g.arc_ilabel, g.arc_olabel, g.arc_weight)
+    short.arc_ilabel = short.arc_ilabel[:-1].copy()      # one entry short
+    with pytest.raises(ValueError, match="arc_ilabel: the C core uses 3 entries, the tensor "
+                                         "has 2"):
+        search(short, t2p, x, o)
+    wraps = Fst(3, 0, g.final, g.arc_src, g.arc_dst, g.arc_ilabel, g.arc_olabel, g.arc_weight)
+    wraps.arc_dst = g.arc_dst.astype(np.int64) + np.array([0, 0, 2**32])  # 2**32 + 2 -> 2
+    with pytest.raises(ValueError, match="arc_dst: entry 2 is 4294967298"):
+        search(wraps, t2p, x, o)
+    with pytest.raises(ValueError, match="tid2pdf: entry 1 is 4294967296"):
+        search(g, np.array([0, 2**32]), x, o)
+
+
+def test_search_returns_every_word_on_epsilon_arcs():
+    """Words on input-epsilon arcs take no frame: a path with more words than
+    frames (here 40 words, 1 frame) still comes back with all its words (the
+    word buffer used to be too small: ok=True with words=None)."""
+    n = 40
+    src = list(range(n + 1))
+    dst = list(range(1, n + 2))
+    il = [0] * n + [1]
+    ol = list(range(1, n + 1)) + [0]
+    final = [INF] * (n + 1) + [0.0]
+    g = Fst(n + 2, 0, final, src, dst, il, ol, [0.0] * (n + 1))
+    ok, _retried, ali, words, _costs = search(g, np.array([0, 0], np.int32), torch.zeros(1, 1),
+                                              AlignOptions())
+    assert ok and ali.tolist() == [1]
+    assert words is not None and words.tolist() == list(range(1, n + 1))
+
+
 def test_threads_pickle_and_cache(setup):
     lang, tree, tm = setup
     al = ForcedAligner(tm, tree, lang, graph_cache=3)

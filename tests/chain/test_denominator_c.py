@@ -115,15 +115,12 @@ def test_graph_index_cached_and_equal_to_one_shot_call(kaldi_chain_dir, graphs):
     y = torch.randn(5, 9, 80, generator=torch.Generator().manual_seed(5)) * 2
     L = torch.tensor([9, 3, 9, 1, 7])
     a = den_mod._c_forward_backward(g, y, L, 0.1, num_threads=1)
-    arr = den_mod._c_graph_arrays(g)
     lp, post = torch.empty(5), torch.empty(5, 9, 80)
     P = _native.ptr
     _native.call("kb_chain_den_forward_backward", g.num_states, 80,
-                 P(arr["forward_transitions"]), arr["transitions_prob"].numel(),
-                 P(arr["transitions_prob"]), P(arr["transitions_pdf"]),
-                 P(arr["transitions_hmm_state"]), P(arr["initial_probs"]), 5, 9, P(y),
-                 P(L.to(torch.int64)), 0.1, 1, -1, P(lp), P(post), _native.ffi.NULL,
-                 _native.ffi.NULL)
+                 *den_mod._c_graph_args(g), 5, 9, P(y, 5 * 9 * 80, "nnet_output"),
+                 P(L.to(torch.int64), 5, "lengths"), 0.1, 1, -1, P(lp, 5, "logprob"),
+                 P(post, 5 * 9 * 80, "posteriors"), _native.ffi.NULL, _native.ffi.NULL)
     assert torch.equal(a[0], lp) and torch.equal(a[1], post)
     ix = den_mod._c_den_index(g, 80, 0.1)
     assert den_mod._c_den_index(g, 80, 0.1) is ix
@@ -302,7 +299,9 @@ def _raw_call(g, y, lengths=None, leaky=0.1, **over):
     D = over.pop("D", D)
     lp = torch.empty(B)
     post = torch.empty(B, T, y.shape[2])
-    P = _native.ptr
+
+    def P(t):  # the sizes given below may be corrupted: the C side must refuse them
+        return _native.ptr(t, 0 if t is None else t.numel(), "array")
     _native.call("kb_chain_den_forward_backward", over.pop("H", g.num_states), D,
                  P(arr["forward_transitions"]), arr["transitions_prob"].numel(),
                  P(arr["transitions_prob"]), P(arr["transitions_pdf"]),

@@ -192,8 +192,13 @@ def test_nonfinite_output_names_sequence_and_frame(caplog):
 
 def _raw_call(S=1, T=3, D=4, lengths=(3,), state_offsets=(0, 2), arc_offsets=(0, 2),
               start=(0,), src=(0, 1), dst=(1, 1), pdf=(0, 3), lp=(0.0, -1.0),
-              final=(-np.inf, 0.0), y=None):
+              final=(-np.inf, 0.0), y=None, num_states=None, num_arcs=None):
+    """The kernel on these arrays; num_states / num_arcs default to the ends
+    of the offsets, and every array is passed with its own length, so that
+    sizes that disagree reach the C checks."""
     t = torch.tensor
+    N = state_offsets[-1] if num_states is None else num_states
+    A = arc_offsets[-1] if num_arcs is None else num_arcs
     y = torch.zeros(S, T, D) if y is None else y
     i64, i32, f64 = torch.int64, torch.int32, torch.float64
     keep = [t(lengths, dtype=i64), t(state_offsets, dtype=i64), t(arc_offsets, dtype=i64),
@@ -201,8 +206,11 @@ def _raw_call(S=1, T=3, D=4, lengths=(3,), state_offsets=(0, 2), arc_offsets=(0,
             t(lp, dtype=f64), t(final, dtype=f64)]
     logprob = torch.empty(S, dtype=torch.float64)
     post = torch.empty(S, T, D)
-    P, NULL = _native.ptr, _native.ffi.NULL
-    _native.call("kb_chain_num_forward_backward", S, T, D, *[P(k) for k in keep], NULL,
+    NULL = _native.ffi.NULL
+
+    def P(x):
+        return _native.ptr(x, x.numel(), "array")
+    _native.call("kb_chain_num_forward_backward", S, T, D, N, A, *[P(k) for k in keep], NULL,
                  0, P(y), NULL, 1, P(logprob), P(post), NULL, NULL)
     return logprob, post
 
@@ -231,6 +239,11 @@ def test_raw_kernel_closed_form_and_errors():
         _raw_call(final=(np.inf, 0.0))
     with pytest.raises(NE, match="sequence 0 has 0 states"):
         _raw_call(state_offsets=(0, 0))
+    # the offsets must end at the lengths of the per-state / per-arc arrays
+    with pytest.raises(NE, match=r"arc offsets must run from 0 to the 1 arcs \(got 0 \.\. 2\)"):
+        _raw_call(num_arcs=1)
+    with pytest.raises(NE, match=r"state offsets must run from 0 to the 1 states"):
+        _raw_call(num_states=1)
     with pytest.raises(NE, match="sizes must be positive"):
         _raw_call(S=0)
 

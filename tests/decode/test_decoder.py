@@ -371,11 +371,11 @@ def test_bad_inputs_raise():
     dec = LatticeDecoder(g, tid2pdf, DecoderOptions(allow_partial=True))
     bad = ll.clone()
     bad[3, 1] = float("nan")
-    with pytest.raises(ValueError, match="frame 3"):
-        try:
-            dec.decode(bad)
-        except DecodeFailure as e:
-            raise ValueError(str(e))
+    with pytest.raises(ValueError, match="frame 3, pdf 1 is NaN"):
+        dec.decode(bad)                  # bad input, not a decode failure
+    bad[3, 1] = float("inf")
+    with pytest.raises(ValueError, match=r"frame 3, pdf 1 is \+inf"):
+        dec.decode(bad)
     with pytest.raises(ValueError, match="columns"):
         dec.decode(ll[:, :2])
     with pytest.raises(ValueError, match=r"\(T, D\)"):
@@ -423,8 +423,38 @@ def test_decode_batch_order_and_threads():
     bad = lls[:2] + [lls[0][:0]]
     out = dec.decode_batch(bad, num_workers=2, on_error="none")
     assert out[2] is None and out[0] is not None
-    with pytest.raises(DecodeFailure):
+    with pytest.raises(DecodeFailure, match="utterance 2: zero-length utterance"):
         dec.decode_batch(bad, num_workers=2)
+
+
+@pytest.mark.parametrize("num_workers", [1, 3])
+def test_decode_batch_keys_and_bad_input(num_workers):
+    """(key, loglikes) pairs or a dict give the same results; a diverged
+    model's NaN log-likelihoods raise ValueError naming the utterance even
+    with on_error="none" (only decode failures become None)."""
+    g, tid2pdf, _ = rand_case(15, ns=60, num_tids=20, num_pdfs=6, final_p=0.5)
+    rng = np.random.default_rng(8)
+    lls = [torch.tensor(rng.normal(size=(int(rng.integers(5, 20)), 6)), dtype=torch.float32)
+           for _ in range(4)]
+    keys = ["a", "b", "c", "d"]
+    dec = LatticeDecoder(g, tid2pdf, DecoderOptions(allow_partial=True, beam=8.0,
+                                                    lattice_beam=3.0))
+    plain = dec.decode_batch(lls, num_workers=num_workers)
+    pairs = dec.decode_batch(list(zip(keys, lls)), num_workers=num_workers)
+    mapping = dec.decode_batch(dict(zip(keys, lls)), num_workers=num_workers)
+    for a, b, c in zip(plain, pairs, mapping):
+        assert (a.words, a.alignment, a.cost) == (b.words, b.alignment, b.cost)
+        assert (a.words, a.alignment, a.cost) == (c.words, c.alignment, c.cost)
+    diverged = [x.clone() for x in lls]
+    diverged[2][1, 4] = float("nan")
+    for on_error in ("raise", "none"):
+        with pytest.raises(ValueError, match=r"utterance 2 \(c\): .*frame 1, pdf 4 is NaN"):
+            dec.decode_batch(dict(zip(keys, diverged)), num_workers=num_workers,
+                             on_error=on_error)
+        with pytest.raises(ValueError, match=r"utterance 2: .*frame 1, pdf 4 is NaN"):
+            dec.decode_batch(diverged, num_workers=num_workers, on_error=on_error)
+    with pytest.raises(ValueError, match=r"utterance 1 \(b\): loglikes have 2 columns"):
+        dec.decode_batch([("a", lls[0]), ("b", lls[1][:, :2])], num_workers=num_workers)
 
 
 def test_c_search_releases_the_gil():

@@ -94,6 +94,6 @@ def test_native_reports_build():
     assert _native.available()
     assert _native.max_threads() >= 1
     with pytest.raises(TypeError):
-        _native.ptr(np.zeros(3))
+        _native.ptr(np.zeros(3), 3, "x")
     with pytest.raises(ValueError, match="contiguous"):
-        _native.ptr(torch.zeros(4, 4).t())
+        _native.ptr(torch.zeros(4, 4).t(), 16, "x")
