@@ -389,9 +389,7 @@ typedef void (*kb_den_block_fn)(const kb_den_graph *, const kb_den_io *, kb_den_
 #endif
 #undef KB_DEN_TEMPLATE
 
-/* 0 = baseline, 1 = AVX2, 2 = AVX-512; forced by isa >= 0 (clipped to what the
-   CPU has). */
-static int kb_den_pick_isa(int isa) {
+int kb_den_best_isa(void) {
   int best = 0;
 #ifdef KB_DEN_X86
   __builtin_cpu_init();
@@ -400,6 +398,13 @@ static int kb_den_pick_isa(int isa) {
       __builtin_cpu_supports("avx512vl"))
     best = 2;
 #endif
+  return best;
+}
+
+/* 0 = baseline, 1 = AVX2, 2 = AVX-512; forced by isa >= 0 (clipped to what the
+   CPU has). */
+static int kb_den_pick_isa(int isa) {
+  const int best = kb_den_best_isa();
   if (isa >= 0 && isa < best) return isa;
   return best;
 }

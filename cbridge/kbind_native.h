@@ -304,6 +304,10 @@ int kb_chain_den_forward_backward(int32_t num_states, int32_t num_pdfs,
  * as kb_chain_den_forward_backward's.
  */
 typedef struct kb_den_index kb_den_index;
+/* The best instruction set of the den kernel on this CPU (the isa that -1
+   picks, and the largest one an isa argument is clipped to): 0 baseline,
+   1 AVX2 + FMA, 2 AVX-512 (F, DQ, VL). */
+int kb_den_best_isa(void);
 int kb_den_index_new(int32_t num_states, int32_t num_pdfs, const int32_t *forward_transitions,
                      int64_t num_transitions, const float *transitions_prob,
                      const int32_t *transitions_pdf, const int32_t *transitions_hmm_state,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 __all__ = ["NativeError", "ffi", "lib", "call", "ptr", "as_c_array", "available",
-           "max_threads", "KB_EINVAL", "KB_ENOMEM", "KB_ENOPATH"]
+           "max_threads", "den_best_isa", "KB_EINVAL", "KB_ENOMEM", "KB_ENOPATH"]
 
 # the status codes of cbridge/kbind_native.h
 KB_EINVAL = 1   # bad input
@@ -192,6 +192,13 @@ def as_c_array(x, dtype: torch.dtype, what: str) -> torch.Tensor:
 def max_threads() -> int:
     _require()
     return int(lib.kb_max_threads())
+
+
+def den_best_isa() -> int:
+    """The best instruction set of the chain den kernel on this CPU: 0 baseline,
+    1 AVX2, 2 AVX-512 (an ``isa`` argument above it runs this one)."""
+    _require()
+    return int(lib.kb_den_best_isa())
 
 
 IMPLS = ("auto", "torch", "c")

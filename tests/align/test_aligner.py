@@ -24,7 +24,6 @@ from kbind.io.lattice import Lattice
 from tests.decode.test_decoder import rand_graph
 from tests.hmm.test_graph_compiler import allowed_phone_seqs, int_prons, models, toy_lang
 
-kd = pytest.importorskip("kaldi_decoder")
 
 INF = float("inf")
 
@@ -36,6 +35,7 @@ def kaldi_align(g: Fst, tid2pdf, ll, o: AlignOptions):
     decode with beam; if no final state is reached, decode again with
     retry_beam; best path if a final state was reached. DecodableCtc gives
     LogLikelihood(t, tid) = m[t, tid - 1] = acoustic_scale * ll[t, pdf]."""
+    import kaldi_decoder as kd
     m = (np.float32(o.acoustic_scale) * ll[:, tid2pdf[1:]]).astype(np.float32)
     kfst = g.to_kaldifst()
 

@@ -18,7 +18,6 @@ from kbind.chain import denominator as den_mod
 
 from . import DEN_CASES, from_kaldi, load_case, one_thread, rel, to_kaldi
 
-pytestmark = pytest.mark.skipif(not _native.available(), reason="native core not built")
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
@@ -186,13 +185,20 @@ def test_scratch_is_checkpointed(graphs):
     assert sizes[1600] - sizes[400] < 0.25 * 1200 * H * B * 4
 
 
+BEST_ISA = _native.den_best_isa()
+# the vector builds this CPU can run (an isa above BEST_ISA would run BEST_ISA's code)
+VECTOR_ISAS = [pytest.param(i, id=name) for i, name in ((1, "avx2"), (2, "avx512"))
+               if i <= BEST_ISA]
+
+
+@pytest.mark.parametrize("isa", VECTOR_ISAS)
 @pytest.mark.parametrize("name,B", [("medium_den_S4_T34", 5), ("medium_den_S4_T34", 21),
                                     ("tiny_den_S4_T25", 5), ("tiny_den_S4_T25", 21)])
-def test_instruction_sets_agree(graphs, name, B):
-    """The baseline, AVX2 and AVX-512 builds of the kernel (those the CPU has),
+def test_instruction_sets_agree(graphs, name, B, isa):
+    """Each vector build of the kernel the CPU has (the test ids say which) with
     16- and 32-lane blocks (B = 5, 21), D = 80 and D = 10 (not a multiple of
-    the vector width: the last pdfs of the in-register transposes): each
-    agrees with the others and with the torch ops."""
+    the vector width: the last pdfs of the in-register transposes) agrees with
+    the baseline build, which agrees with the torch ops."""
     g = graphs[name]
     D = g.num_pdfs
     y = torch.randn(B, 11, D, generator=torch.Generator().manual_seed(10 + B)) * 2
@@ -200,10 +206,23 @@ def test_instruction_sets_agree(graphs, name, B):
     ref = den_mod._c_forward_backward(g, y, L, 0.1, isa=0)
     t = _fb(g, y, "torch", lengths=L)
     _close(SimpleNamespace(logprob=ref[0], posteriors=ref[1]), t)
-    for isa in (1, 2):
+    r = den_mod._c_forward_backward(g, y, L, 0.1, isa=isa)
+    assert float(((r[0] - ref[0]) / ref[0]).abs().max()) <= 1e-6
+    assert float((r[1] - ref[1]).abs().max()) <= 2e-6
+
+
+def test_an_isa_the_cpu_lacks_runs_the_best_it_has(graphs):
+    """isa above the CPU's best runs the best build (bit for bit), and -1 picks it."""
+    g = graphs["medium_den_S4_T34"]
+    y = torch.randn(21, 11, g.num_pdfs, generator=torch.Generator().manual_seed(3)) * 2
+    L = torch.tensor(([11, 4, 11, 1, 9] * 5)[:21])
+    best = den_mod._c_forward_backward(g, y, L, 0.1, isa=BEST_ISA)
+    for isa in (BEST_ISA + 1, -1):
         r = den_mod._c_forward_backward(g, y, L, 0.1, isa=isa)
-        assert float(((r[0] - ref[0]) / ref[0]).abs().max()) <= 1e-6
-        assert float((r[1] - ref[1]).abs().max()) <= 2e-6
+        assert torch.equal(r[0], best[0]) and torch.equal(r[1], best[1])
+    if BEST_ISA > 0:      # and a lower one really is another build (other rounding)
+        base = den_mod._c_forward_backward(g, y, L, 0.1, isa=0)
+        assert not torch.equal(base[1], best[1])
 
 
 def test_output_limits_and_nan_as_torch(graphs):

@@ -17,7 +17,6 @@ from . import fd_check, one_thread
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
-pytestmark = pytest.mark.skipif(not _native.available(), reason="native core not built")
 
 
 def _sorted_fst(n, start, final, src, dst, pdf, cost):

@@ -18,7 +18,6 @@ from kbind.io import read_table
 from kbind.io.fst import Fst
 from kbind.io.lattice import CompactLattice, Lattice
 
-kd = pytest.importorskip("kaldi_decoder")
 
 INF = float("inf")
 WIDE = dict(beam=1e4, lattice_beam=1e4, max_active=2**31 - 1, min_active=0)
@@ -58,6 +57,7 @@ def kaldi_best(g, tid2pdf, ll, scale, **opts):
     """Best path of kaldi-decoder's FasterDecoder: DecodableCtc gives
     LogLikelihood(t, i) = m[t, i - 1], so column tid-1 holds
     scale * loglike[t, tid2pdf[tid]]."""
+    import kaldi_decoder as kd
     m = (np.float32(scale) * ll.numpy()[:, tid2pdf[1:]]).astype(np.float32)
     kfst = g.to_kaldifst()  # kept alive: the decoder holds a reference only
     fd = kd.FasterDecoder(kfst, kd.FasterDecoderOptions(**opts))
@@ -279,6 +279,7 @@ def test_raw_lattice_matches_kaldi_lattice_simple_decoder(seed):
         acoustic_scale=scale, allow_partial=True, determinize_lattice=False, beam=1e4,
         lattice_beam=lb, max_active=2**31 - 1, min_active=0))
     ours = dec.decode_raw(ll)[-1]
+    import kaldi_decoder as kd
     m = (np.float32(scale) * ll.numpy()[:, tid2pdf[1:]]).astype(np.float32)
     kfst = g.to_kaldifst()
     ks = kd.LatticeSimpleDecoder(kfst, kd.LatticeSimpleDecoderConfig(beam=1e4, lattice_beam=lb))
@@ -465,11 +466,12 @@ def test_c_search_releases_the_gil():
     dec = LatticeDecoder(g, tid2pdf, DecoderOptions(allow_partial=True, beam=30.0,
                                                     lattice_beam=0.5, max_active=100000,
                                                     determinize_lattice=False))
-    t0 = time.perf_counter()
-    dec.decode_raw(ll)
-    single = time.perf_counter() - t0
-    if single < 0.05:
-        pytest.skip("search too fast to observe")
+    for _ in range(8):      # make the search long enough to observe (>= 50 ms) here
+        t0 = time.perf_counter()
+        dec.decode_raw(ll)
+        if time.perf_counter() - t0 >= 0.05:
+            break
+        ll = torch.cat([ll, ll])
     ticks = 0
     done = threading.Event()
 
