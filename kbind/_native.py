@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .arrays import checked_cast
+
 __all__ = ["NativeError", "ffi", "lib", "call", "ptr", "as_c_array", "available",
            "max_threads", "den_best_isa", "KB_EINVAL", "KB_ENOMEM", "KB_ENOPATH"]
 
@@ -135,56 +137,19 @@ _NUMPY = {torch.int32: np.int32, torch.int64: np.int64, torch.float32: np.float3
           torch.float64: np.float64, torch.uint8: np.uint8}
 
 
-def _refuse(a: np.ndarray, bad: np.ndarray, what: str, why: str) -> None:
-    """Raise ValueError naming the first entry of ``a`` where ``bad`` holds."""
-    if a.ndim == 0:
-        raise ValueError(f"{what} is {a}, {why}")
-    i = tuple(int(v) for v in np.argwhere(bad)[0])
-    raise ValueError(f"{what}: entry {i[0] if len(i) == 1 else i} is {a[i]}, {why}")
-
-
 def as_c_array(x, dtype: torch.dtype, what: str) -> torch.Tensor:
     """``x`` (array-like or tensor) as a contiguous CPU tensor of ``dtype``
     (one of int32, int64, float32, float64, uint8), sharing memory when it
-    already is one.
-
-    Conversions that would change a value raise ValueError naming ``what``
-    and the entry: an integer that does not fit ``dtype`` (int64 -> int32
-    would wrap), a float that is not a whole number (or not finite) for an
-    integer ``dtype``, a finite float64 beyond float32's range for float32
-    (it would become inf). Rounding float64 to float32 is allowed."""
-    target = np.dtype(_NUMPY[dtype])
+    already is one; conversions that would change a value raise ValueError
+    naming ``what`` and the entry (:func:`kbind.arrays.checked_cast`)."""
     if isinstance(x, torch.Tensor):
         t = x.detach().cpu()
         if t.dtype == dtype:
             return t.contiguous()
         if t.dtype.is_floating_point and t.dtype not in (torch.float32, torch.float64):
             t = t.to(torch.float32)  # float16 / bfloat16: exact in float32
-        a = t.numpy()
-    else:
-        a = np.asarray(x)
-    if a.dtype.kind not in "biuf":
-        raise TypeError(f"{what}: expected numbers, got an array of {a.dtype}")
-    if a.size and target.kind in "iu":
-        info = np.iinfo(target)
-        if a.dtype.kind == "f":
-            bad = ~np.isfinite(a) | (a != np.trunc(a))
-            if bad.any():
-                _refuse(a, bad, what, "not a whole number")
-            # info.max + 1 (a power of 2) is exact as a float, info.max may not be
-            bad = (a < info.min) | (a >= info.max + 1)
-        elif a.dtype.kind in "iu" and (np.iinfo(a.dtype).min < info.min or
-                                       np.iinfo(a.dtype).max > info.max):
-            bad = (a < info.min) | (a > info.max)
-        else:
-            bad = None
-        if bad is not None and bad.any():
-            _refuse(a, bad, what, f"outside the range of {target} [{info.min}, {info.max}]")
-    elif a.size and target == np.float32 and a.dtype.kind == "f" and a.dtype.itemsize > 4:
-        bad = np.isfinite(a) & (np.abs(a) > np.finfo(np.float32).max)
-        if bad.any():
-            _refuse(a, bad, what, "beyond the range of float32 (it would become inf)")
-    out = np.asarray(a, dtype=target, order="C")
+        x = t.numpy()
+    out = checked_cast(x, _NUMPY[dtype], what)
     # torch wants writable memory (a read-only array, e.g. from a buffer, is copied)
     return torch.from_numpy(out if out.flags.writeable else out.copy())
 

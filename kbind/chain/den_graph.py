@@ -28,6 +28,8 @@ from typing import Dict, Tuple, Union
 import numpy as np
 import torch
 
+from ..arrays import checked_cast
+
 __all__ = ["DenominatorGraph", "compute_initial_probs"]
 
 
@@ -172,11 +174,15 @@ class DenominatorGraph:
         self.final = final
         self.arc_src, self.arc_dst, self.arc_pdf, self.arc_cost = src, dst, pdf, cost
         self.backward_order = order_b
-        self.forward_transitions = np.stack([out_off[:-1], out_off[1:]], 1).astype(np.int32)
-        self.backward_transitions = np.stack([in_off[:-1], in_off[1:]], 1).astype(np.int32)
+        self.forward_transitions = checked_cast(np.stack([out_off[:-1], out_off[1:]], 1),
+                                                np.int32, "forward transitions")
+        self.backward_transitions = checked_cast(np.stack([in_off[:-1], in_off[1:]], 1),
+                                                 np.int32, "backward transitions")
         self.transitions_prob = np.concatenate([prob, prob[order_b]]).astype(np.float32)
-        self.transitions_pdf = np.concatenate([pdf, pdf[order_b]]).astype(np.int32)
-        self.transitions_hmm_state = np.concatenate([dst, src[order_b]]).astype(np.int32)
+        self.transitions_pdf = checked_cast(np.concatenate([pdf, pdf[order_b]]), np.int32,
+                                            "transition pdf-ids")
+        self.transitions_hmm_state = checked_cast(np.concatenate([dst, src[order_b]]),
+                                                  np.int32, "transition states")
         self.initial_probs = compute_initial_probs(num_states, start, final, src, dst, cost)
         self.device = torch.device(device)
         self._cache: Dict[Tuple[str, torch.dtype], _GraphTensors] = {}

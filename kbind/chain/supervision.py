@@ -25,6 +25,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..arrays import checked_cast
+
 __all__ = ["Supervision", "NumeratorFst", "NumeratorArrays"]
 
 
@@ -314,10 +316,10 @@ class NumeratorArrays:
             lp = -cost.astype(np.float64)
         self.num_sequences = S
         self.num_pdfs = D
-        self.start = start.astype(np.int32)
-        self.src = src.astype(np.int32)
-        self.dst = dst.astype(np.int32)
-        self.pdf = pdf.astype(np.int32)
+        self.start = checked_cast(start, np.int32, "start states")
+        self.src = checked_cast(src, np.int32, "arc sources")
+        self.dst = checked_cast(dst, np.int32, "arc destinations")
+        self.pdf = checked_cast(pdf, np.int32, "arc pdf-ids")
         self.arc_seq = arc_seq
         self.logprob = lp
         self.final = -cat([f.final for f in fsts]).astype(np.float64)

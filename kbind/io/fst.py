@@ -53,6 +53,7 @@ from typing import BinaryIO, List, Optional, Tuple
 
 import numpy as np
 
+from ..arrays import checked_cast
 from .errors import KaldiFormatError
 from .stream import KaldiInput
 
@@ -811,10 +812,11 @@ class _FstBase:
         """Set start, arcs (stably sorted by source) and offsets; returns the
         sort order applied (None if the arcs were already grouped)."""
         self.start = int(start)
-        src = np.asarray([] if arc_src is None else arc_src, dtype=np.int32)
-        dst = np.asarray([] if arc_dst is None else arc_dst, dtype=np.int32)
-        il = np.asarray([] if arc_ilabel is None else arc_ilabel, dtype=np.int32)
-        ol = il.copy() if arc_olabel is None else np.asarray(arc_olabel, dtype=np.int32)
+        src = checked_cast([] if arc_src is None else arc_src, np.int32, "arc_src")
+        dst = checked_cast([] if arc_dst is None else arc_dst, np.int32, "arc_dst")
+        il = checked_cast([] if arc_ilabel is None else arc_ilabel, np.int32, "arc_ilabel")
+        ol = il.copy() if arc_olabel is None else checked_cast(arc_olabel, np.int32,
+                                                               "arc_olabel")
         n = len(src)
         if not (len(dst) == len(il) == len(ol) == n):
             raise ValueError("arc arrays have different lengths")

@@ -403,3 +403,20 @@ def test_specific_errors(kaldi_io_dir):
         Fst.read(_inp(b"\n0 1 2\n\n"), None)
     with pytest.raises(KaldiFormatError, match="bad line"):
         Fst.read(_inp(b"\n0 1 2 2 Infinity\n\n"), None)
+
+
+def test_constructors_refuse_labels_and_states_that_int32_would_wrap():
+    """An int64 array narrowed to int32 must not wrap (2**32 + 1 -> 1 would be a
+    valid label); Fst and Lattice name the array and the entry."""
+    from kbind.io.lattice import Lattice
+    big = np.array([1, 2**32 + 1], dtype=np.int64)
+    with pytest.raises(ValueError, match=r"arc_ilabel: entry 1 is 4294967297"):
+        Fst(2, 0, [np.inf, 0.0], arc_src=[0, 0], arc_dst=[1, 1], arc_ilabel=big)
+    with pytest.raises(ValueError, match="arc_olabel"):
+        Fst(2, 0, [np.inf, 0.0], arc_src=[0, 0], arc_dst=[1, 1], arc_ilabel=[1, 2],
+            arc_olabel=big)
+    with pytest.raises(ValueError, match="arc_dst"):
+        Lattice(2, 0, None, arc_src=[0, 0], arc_dst=big, arc_ilabel=[1, 2])
+    ok = Fst(2, 0, [np.inf, 0.0], arc_src=[0, 0], arc_dst=[1, 1],
+             arc_ilabel=np.array([1, 2**31 - 1], dtype=np.int64))
+    assert ok.arc_ilabel.tolist() == [1, 2**31 - 1]
