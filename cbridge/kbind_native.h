@@ -112,7 +112,8 @@ int kb_fst_connect(int32_t num_states, int64_t num_arcs, int32_t start, const fl
  * ilabel in [0, num_tids]; olabel >= 0; no NaN weight or final cost;
  * tid2pdf[1..num_tids] >= 0; no epsilon cycle. The caller's arrays are not
  * used after it returns. A graph handle may be used by several threads at
- * once (read-only).
+ * once (read-only); the caller must not free it while a search uses it
+ * (kbind.decode.decoder's close() waits for running searches).
  *   final_cost[num_states] (+inf = not final); dst/ilabel/olabel/weight
  *   [num_arcs] grouped by source; out_offsets[num_states + 1];
  *   tid2pdf[num_tids + 1] (entry 0 unused).

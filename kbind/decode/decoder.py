@@ -51,6 +51,7 @@ zero frames, no final state reached with ``allow_partial=False``).
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -150,7 +151,9 @@ class LatticeDecoder:
 
     The C graph handle is created once (from a copy of the graph's arrays)
     and shared by all threads of :meth:`decode_batch`; it is freed by
-    :meth:`close` (or ``with``, or garbage collection). Graph arrays are
+    :meth:`close` (or ``with``, or garbage collection); ``close`` waits for
+    searches running in other threads, and later ones raise RuntimeError.
+    Graph arrays are
     narrowed to int32 / float32 checked (ValueError for a value that does
     not fit) and must agree in length (ValueError naming the array)."""
 
@@ -180,6 +183,7 @@ class LatticeDecoder:
         offsets_p = P(offsets, S + 1, "state_offsets")
         A = int(offsets[-1])  # the arcs as the offsets count them: every arc array has A
         h = torch.zeros(1, dtype=torch.int64)
+        self._handle, self._in_flight, self._searches = 0, 0, threading.Condition()
         try:
             _native.call("kb_decoder_graph_new", S, A, self.start, P(final, S, "final"),
                          P(dst, A, "arc_dst"), P(ilabel, A, "arc_ilabel"),
@@ -192,7 +196,13 @@ class LatticeDecoder:
 
     # -- lifetime -----------------------------------------------------------------
     def close(self) -> None:
-        h, self._handle = getattr(self, "_handle", 0), 0
+        searches = getattr(self, "_searches", None)
+        if searches is None:          # __init__ failed before the handle existed
+            return
+        with searches:
+            h, self._handle = self._handle, 0
+            while self._in_flight:    # the C graph is in use by another thread's search
+                searches.wait()
         if h and _native.available():
             _native.call("kb_decoder_graph_free", h)
 
@@ -222,15 +232,18 @@ class LatticeDecoder:
         """The C search only: (alignment, words, graph_cost, scaled acoustic
         cost, final_relative_cost, reached_final, raw Lattice with SCALED
         acoustic costs). Errors as :meth:`decode`."""
-        if not self._handle:
-            raise RuntimeError("decoder is closed")
         x = self._loglikes(loglikes)
         T, D = (int(v) for v in x.shape)
         o, P = self.opts, _native.ptr
         res = torch.zeros(1, dtype=torch.int64)
         sizes = torch.zeros(8, dtype=torch.int64)
+        with self._searches:
+            if not self._handle:
+                raise RuntimeError("decoder is closed")
+            graph = self._handle
+            self._in_flight += 1
         try:
-            _native.call("kb_decode_lattice_faster", self._handle, P(x, T * D, "loglikes"), T, D,
+            _native.call("kb_decode_lattice_faster", graph, P(x, T * D, "loglikes"), T, D,
                          float(o.acoustic_scale), float(o.beam), int(o.max_active),
                          int(o.min_active), float(o.lattice_beam), int(o.prune_interval),
                          float(o.beam_delta), float(o.hash_ratio), float(o.prune_scale),
@@ -241,6 +254,10 @@ class LatticeDecoder:
             if e.code == _native.KB_ENOMEM:
                 raise MemoryError(f"decoding: {e}") from None
             raise ValueError(str(e)) from None
+        finally:
+            with self._searches:
+                self._in_flight -= 1
+                self._searches.notify_all()
         handle = int(res[0])
         try:
             T, nw, ns, na, reached = (int(v) for v in sizes[:5])

@@ -512,3 +512,32 @@ def test_write_and_read_lattices(tmp_path):
         np.testing.assert_allclose(a.arc_weight, b.arc_weight, rtol=1e-5, atol=1e-4)
         bp = a.scale_lattice(1.0, 0.1).best_path()
         assert bp.words == r.words and bp.alignment == r.alignment
+
+
+def test_close_waits_for_a_search_running_in_another_thread():
+    """close() while another thread is inside the C search must not free the
+    graph under it: the search finishes, later searches raise RuntimeError."""
+    g, tid2pdf, _ = rand_case(14, ns=2000, num_tids=200, num_pdfs=50, arcs_per=8,
+                              final_p=0.5)
+    ll = torch.randn(6000, 50)
+    dec = LatticeDecoder(g, tid2pdf, DecoderOptions(allow_partial=True, beam=30.0,
+                                                    lattice_beam=0.5, max_active=100000,
+                                                    determinize_lattice=False))
+    expected = dec.decode_raw(ll)
+    out = {}
+    started = threading.Event()
+
+    def work():
+        started.set()
+        out["result"] = dec.decode_raw(ll)
+
+    th = threading.Thread(target=work)
+    th.start()
+    started.wait()
+    while dec._in_flight == 0 and th.is_alive():
+        time.sleep(0.0005)
+    dec.close()
+    th.join()
+    assert out["result"][:6] == expected[:6]
+    with pytest.raises(RuntimeError, match="closed"):
+        dec.decode_raw(ll)
