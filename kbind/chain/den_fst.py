@@ -36,6 +36,7 @@ weights are done in float32 as OpenFst does.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -424,12 +425,319 @@ def push_special(fst: VFst, delta: float) -> None:
 # ---------------------------------------------------------------------------------------
 
 def minimize_acceptor_no_push(fst: VFst) -> VFst:
-    """Kaldi ``MinimizeAcceptorNoPush``: quantize (delta = kDelta*10), encode
-    labels+weights, unweighted acceptor minimization, decode."""
-    import kaldifst
-    k = _kf_from(fst)
-    kaldifst.minimize_encoded(k, delta=float(np.float32(K_DELTA * 10.0)))
-    return VFst.from_kaldifst(k)
+    """Kaldi ``MinimizeAcceptorNoPush``: quantize the weights (delta = kDelta*10),
+    encode labels and weights, minimize as an unweighted acceptor, decode.
+
+    The cyclic case (every den graph: its HMM self-loops are cycles) is
+    :func:`_minimize_encoded_cyclic`, OpenFst 1.7.9's code step by step, because
+    the minimal FST's state numbering depends on how ties are ordered there: the
+    OpenFst that kaldifst bundles sorts arcs stably, Kaldi's OpenFst with
+    ``std::sort``, and the two number some states differently. Acyclic
+    input-deterministic FSTs take OpenFst's Revuz algorithm, through kaldifst."""
+    delta = np.float32(K_DELTA * 10.0)
+    out = _minimize_encoded_cyclic(fst, delta)
+    if out is None:
+        import kaldifst
+        k = _kf_from(fst)
+        kaldifst.minimize_encoded(k, delta=float(delta))
+        out = VFst.from_kaldifst(k)
+    return out
+
+
+def _quantize(weights: List[float], delta: np.float32) -> List[float]:
+    """OpenFst ``TropicalWeight::Quantize``: ``floor(w / delta + 0.5F) * delta``
+    in float32; infinity stays."""
+    w = np.asarray(weights, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        q = np.floor(w / delta + np.float32(0.5)) * delta
+    return np.where(np.isinf(w), w, q).astype(np.float64).tolist()
+
+
+class _Partition:
+    """OpenFst's ``internal::Partition`` (partition.h): classes of elements as
+    doubly linked 'no' and 'yes' lists, new elements at the head, split by
+    ``split_on`` + ``finalize_split`` as Hopcroft's algorithm needs."""
+
+    def __init__(self, num_elements: int):
+        self.class_id = [-1] * num_elements
+        self.yes = [0] * num_elements
+        self.next = [-1] * num_elements
+        self.prev = [-1] * num_elements
+        self.size: List[int] = []
+        self.yes_size: List[int] = []
+        self.no_head: List[int] = []
+        self.yes_head: List[int] = []
+        self.visited: List[int] = []
+        self.yes_counter = 1
+
+    def add_classes(self, n: int) -> None:
+        self.size += [0] * n
+        self.yes_size += [0] * n
+        self.no_head += [-1] * n
+        self.yes_head += [-1] * n
+
+    def add(self, e: int, c: int) -> None:
+        self.size[c] += 1
+        head = self.no_head[c]
+        if head >= 0:
+            self.prev[head] = e
+        self.no_head[c] = e
+        self.class_id[e] = c
+        self.yes[e] = 0
+        self.next[e] = head
+        self.prev[e] = -1
+
+    def members(self, c: int) -> List[int]:
+        out, e = [], self.no_head[c]
+        while e >= 0:
+            out.append(e)
+            e = self.next[e]
+        return out
+
+    def split_on(self, e: int) -> None:
+        if self.yes[e] == self.yes_counter:
+            return
+        c = self.class_id[e]
+        nxt, prv = self.next[e], self.prev[e]
+        if prv >= 0:
+            self.next[prv] = nxt
+        else:
+            self.no_head[c] = nxt
+        if nxt >= 0:
+            self.prev[nxt] = prv
+        if self.yes_head[c] >= 0:
+            self.prev[self.yes_head[c]] = e
+        else:
+            self.visited.append(c)
+        self.yes[e] = self.yes_counter
+        self.next[e] = self.yes_head[c]
+        self.prev[e] = -1
+        self.yes_head[c] = e
+        self.yes_size[c] += 1
+
+    def finalize_split(self, queue: List[int]) -> None:
+        for c in self.visited:
+            new = self._split_refine(c)
+            if new != -1:
+                queue.append(new)  # LifoQueue::Enqueue: the list's end is its head
+        self.visited = []
+        self.yes_counter += 1
+
+    def _split_refine(self, c: int) -> int:
+        yes_size, size = self.yes_size[c], self.size[c]
+        no_size = size - yes_size
+        if no_size == 0:
+            self.no_head[c] = self.yes_head[c]
+            self.yes_head[c] = -1
+            self.yes_size[c] = 0
+            return -1
+        new = len(self.size)
+        self.add_classes(1)
+        if no_size < yes_size:
+            self.no_head[new] = self.no_head[c]
+            self.size[new] = no_size
+            self.no_head[c] = self.yes_head[c]
+            self.size[c] = yes_size
+        else:
+            self.size[new] = yes_size
+            self.no_head[new] = self.yes_head[c]
+            self.size[c] = no_size
+        self.yes_head[c] = -1
+        self.yes_size[c] = 0
+        e = self.no_head[new]
+        while e >= 0:
+            self.class_id[e] = new
+            e = self.next[e]
+        return new
+
+
+class _ReverseArcIterator:
+    """An arc iterator of the reversed FST in ``CyclicMinimizer``'s priority
+    queue, which orders by the current arc's label only (ties as libstdc++'s
+    heap leaves them: heapq sifts the same way)."""
+
+    __slots__ = ("arcs", "pos", "label")
+
+    def __init__(self, arcs):
+        self.arcs, self.pos, self.label = arcs, 0, arcs[0][0]
+
+    def __lt__(self, other: "_ReverseArcIterator") -> bool:
+        return self.label < other.label
+
+
+_SIZE_T = (1 << 64) - 1
+
+
+def _ilabel_hash(arcs) -> int:
+    """``CyclicMinimizer::StateILabelHasher`` (size_t arithmetic, repeats skipped)."""
+    h, cur = 433024223, -1
+    for a in arcs:
+        if a[0] != cur:
+            h = (7603 * h + a[0]) & _SIZE_T
+            cur = a[0]
+    return h
+
+
+def _minimize_encoded_cyclic(fst: VFst, delta: np.float32) -> Optional[VFst]:
+    """OpenFst 1.7.9 ``Minimize`` of an acceptor after ``QuantizeMapper(delta)``
+    and ``Encode(kEncodeLabels | kEncodeWeights)`` (as Kaldi's
+    ``MinimizeAcceptorNoPush`` and ``fstminimizeencoded``): ``AcceptorMinimize``
+    with the Hopcroft ``CyclicMinimizer`` (``LifoQueue``), ``MergeStates``,
+    ``Connect``, ``ArcUniqueMapper``, then ``Decode`` and ``RmFinalEpsilon``.
+    Returns None for an acyclic input-deterministic FST (OpenFst then takes
+    the Revuz algorithm, not ported here)."""
+    n = fst.num_states
+    if fst.start < 0 or n == 0:
+        return VFst()
+    weights = _quantize([a[2] for arcs in fst.arcs for a in arcs] + fst.final, delta)
+    # Encode, MAP_REQUIRE_SUPERFINAL: a superfinal state n; each final weight
+    # becomes an arc to it, labelled with the code of (kNoLabel, kNoLabel, w).
+    codes: Dict[Tuple[int, int, float], int] = {}  # codes 1, 2, ... in first-use order
+    enc = VFst()
+    enc.start = fst.start
+    enc.final = [INF] * n + [0.0]
+    enc.arcs = []
+    k = 0
+    for s in range(n):
+        arcs = []
+        for a in fst.arcs[s]:
+            c = codes.setdefault((a[0], a[1], weights[k]), len(codes) + 1)
+            arcs.append([c, c, 0.0, a[3]])
+            k += 1
+        final = weights[len(weights) - n + s]
+        if final != INF:
+            c = codes.setdefault((_NO_LABEL, _NO_LABEL, final), len(codes) + 1)
+            arcs.append([c, c, 0.0, n])
+        enc.arcs.append(arcs)
+    enc.arcs.append([])
+    enc = connect(enc)
+    if enc.start < 0:
+        return VFst()
+    if _is_acyclic(enc) and all(len({a[0] for a in arcs}) == len(arcs) for arcs in enc.arcs):
+        return None
+    n = enc.num_states
+    # CyclicMinimizer::Initialize: Tr_ = Reverse(fst) (state s + 1 for s),
+    # ArcSort(Tr_, ILabelCompare) with std::sort.
+    rev: List[list] = [[] for _ in range(n)]
+    for s in range(n):
+        for a in enc.arcs[s]:
+            rev[a[3]].append((a[0], s))
+    for arcs in rev:
+        if len(arcs) > 16:  # up to 16, std::sort is an insertion sort: stable
+            std_sort(arcs, lambda x, y: x[0] < y[0])
+        else:
+            arcs.sort(key=lambda x: x[0])
+    part = _Partition(n)
+    to_class: List[Dict[int, int]] = [{}, {}]  # non-final, final
+    initial = [0] * n
+    for s in range(n):
+        table = to_class[enc.final[s] != INF]
+        initial[s] = table.setdefault(_ilabel_hash(enc.arcs[s]), len(to_class[0]) + len(to_class[1]))
+    part.add_classes(len(to_class[0]) + len(to_class[1]))
+    for s in range(n):
+        part.add(s, initial[s])
+    queue = list(range(len(part.size)))
+    while queue:
+        c = queue.pop()
+        heap: list = []
+        for s in part.members(c):
+            if rev[s]:
+                heapq.heappush(heap, _ReverseArcIterator(rev[s]))
+        prev_label = -1
+        while heap:
+            it = heapq.heappop(heap)
+            label, from_state = it.arcs[it.pos]
+            if label != prev_label:
+                part.finalize_split(queue)
+            if part.size[part.class_id[from_state]] > 1:
+                part.split_on(from_state)
+            prev_label = label
+            it.pos += 1
+            if it.pos < len(it.arcs):
+                it.label = it.arcs[it.pos][0]
+                heapq.heappush(heap, it)
+        part.finalize_split(queue)
+    # MergeStates: the head of each class stands for it; then Connect.
+    rep = [part.no_head[c] for c in range(len(part.size))]
+    for c in range(len(part.size)):
+        for s in part.members(c):
+            for a in list(enc.arcs[s]):
+                moved = [a[0], a[1], a[2], rep[part.class_id[a[3]]]]
+                if s == rep[c]:
+                    a[3] = moved[3]
+                else:
+                    enc.arcs[rep[c]].append(moved)
+    enc.start = rep[part.class_id[enc.start]]
+    enc = connect(enc)
+    # ArcUniqueMapper, then Decode (codes of final weights become epsilon arcs)
+    triples = list(codes)
+    out = VFst()
+    out.start, out.final, out.arcs = enc.start, enc.final, []
+    for arcs in enc.arcs:
+        decoded = []
+        for code, t in sorted({(a[0], a[3]) for a in arcs}):
+            il, ol, w = triples[code - 1]
+            decoded.append([0, 0, w, t] if il == _NO_LABEL else [il, ol, w, t])
+        out.arcs.append(decoded)
+    return _rm_final_epsilon(out)
+
+
+def _is_acyclic(fst: VFst) -> bool:
+    """No cycle reachable from any state (iterative three-colour DFS)."""
+    n = fst.num_states
+    colour = [0] * n
+    for root in range(n):
+        if colour[root]:
+            continue
+        colour[root] = 1
+        stack = [(root, 0)]
+        while stack:
+            s, i = stack[-1]
+            if i < len(fst.arcs[s]):
+                stack[-1] = (s, i + 1)
+                t = fst.arcs[s][i][3]
+                if colour[t] == 1:
+                    return False
+                if colour[t] == 0:
+                    colour[t] = 1
+                    stack.append((t, 0))
+            else:
+                colour[s] = 2
+                stack.pop()
+    return True
+
+
+def _rm_final_epsilon(fst: VFst) -> VFst:
+    """OpenFst ``RmFinalEpsilon``: epsilon arcs into final states with no
+    co-accessible future become final weights (tropical Plus = min), the
+    other arcs keep their order; then ``Connect``."""
+    n = fst.num_states
+    coacc = [f != INF for f in fst.final]
+    preds: List[List[int]] = [[] for _ in range(n)]
+    for s in range(n):
+        for a in fst.arcs[s]:
+            preds[a[3]].append(s)
+    stack = [s for s in range(n) if coacc[s]]
+    while stack:
+        t = stack.pop()
+        for s in preds[t]:
+            if not coacc[s]:
+                coacc[s] = True
+                stack.append(s)
+    finals = {s for s in range(n) if fst.final[s] != INF
+              and not any(coacc[a[3]] for a in fst.arcs[s])}
+    for s in range(n):
+        weight = fst.final[s]
+        kept = []
+        for a in fst.arcs[s]:
+            if a[3] in finals and a[0] == 0 and a[1] == 0:
+                weight = min(_times(fst.final[a[3]], a[2]), weight)
+            else:
+                kept.append(a)
+        if len(kept) < len(fst.arcs[s]):
+            fst.arcs[s] = kept
+            fst.final[s] = weight
+    return connect(fst)
 
 
 def _reverse(fst: VFst) -> VFst:
