@@ -628,11 +628,12 @@ def _minimize_encoded_cyclic(fst: VFst, delta: np.float32) -> Optional[VFst]:
         else:
             arcs.sort(key=lambda x: x[0])
     part = _Partition(n)
-    to_class: List[Dict[int, int]] = [{}, {}]  # non-final, final
+    to_class: List[Dict[int, int]] = [{}, {}]  # PrePartition: non-final, final
     initial = [0] * n
     for s in range(n):
-        table = to_class[enc.final[s] != INF]
-        initial[s] = table.setdefault(_ilabel_hash(enc.arcs[s]), len(to_class[0]) + len(to_class[1]))
+        next_class = len(to_class[0]) + len(to_class[1])
+        initial[s] = to_class[enc.final[s] != INF].setdefault(_ilabel_hash(enc.arcs[s]),
+                                                              next_class)
     part.add_classes(len(to_class[0]) + len(to_class[1]))
     for s in range(n):
         part.add(s, initial[s])
