@@ -63,6 +63,7 @@ def den_nnet_output(S: int = 64, T: int = 50, D: int = 80) -> torch.Tensor:
     (Kaldi's code on the same input): N(0, 2^2), seed 0, (S, T, D)."""
     return torch.randn(S, T, D, generator=torch.Generator().manual_seed(0)) * 2
 
+
 _PEAK_SRC = r"""
 #include <time.h>
 #if defined(__x86_64__)
