@@ -1,9 +1,11 @@
 """Den FST / normalization FST creation.
 
 Against Kaldi: ``chain-make-den-fst`` run on the same tree, transition model
-and phone LM writes the same den.fst and normalization.fst (states, arcs in
-order, labels and float32 weights bit for bit), for monophone, 3-state and
-left-biphone models and LMs of several sizes; the normalization FST and initial
+and phone LM writes the same den.fst and normalization.fst up to the numbering
+of the states (labels and float32 weights bit for bit: kbind minimizes through
+kaldifst's OpenFst, which sorts arcs stably where Kaldi's does not, and so
+numbers some states otherwise), for monophone, 3-state and left-biphone models
+and LMs of several sizes; the normalization FST and initial
 probabilities of the fixture graphs are bit-exact too. Also checked: the
 structural invariants Kaldi's den.fst has, and that a den FST made here
 assigns each pdf sequence the probability H o LM gives it.
@@ -23,7 +25,8 @@ from kbind.hmm import ContextDependency, HmmTopology, TransitionModel
 from kbind.io import write_object
 from kbind.io.fst import Fst
 
-from ._kaldi import assert_same_fst, random_phone_sequences, write_phone_sequences
+from ._kaldi import (assert_same_fst_up_to_numbering, random_phone_sequences,
+                     write_phone_sequences)
 
 
 def _arrays_equal(a: Fst, b: Fst) -> bool:
@@ -141,7 +144,8 @@ def _models(kind, kaldi_io_dir, tmp_path):
 def test_den_and_normalization_fst_equal_kaldis(kaldi, kaldi_io_dir, tmp_path, kind,
                                                  lm_options):
     """``chain-make-den-fst`` on the same tree, transition model and phone LM
-    writes the same den.fst and normalization.fst as :func:`make_den_fst`."""
+    writes the same den.fst and normalization.fst as :func:`make_den_fst`, up
+    to the numbering of the states."""
     tree_path, model_path, num_phones = _models(kind, kaldi_io_dir, tmp_path)
     seqs = random_phone_sequences(num_phones, 60 if num_phones < 10 else 400, seed=len(kind))
     n, no_prune, extra = lm_options
@@ -153,9 +157,10 @@ def test_den_and_normalization_fst_equal_kaldis(kaldi, kaldi_io_dir, tmp_path, k
           tmp_path / "normalization.fst")
     den, norm = make_den_fst(ContextDependency.from_file(tree_path),
                              TransitionModel.from_file(model_path), Fst.from_file(lm_path))
-    assert_same_fst(den, Fst.from_file(tmp_path / "den.fst"), f"{kind} den.fst")
-    assert_same_fst(norm, Fst.from_file(tmp_path / "normalization.fst"),
-                    f"{kind} normalization.fst")
+    assert_same_fst_up_to_numbering(den, Fst.from_file(tmp_path / "den.fst"),
+                                    f"{kind} den.fst")
+    assert_same_fst_up_to_numbering(norm, Fst.from_file(tmp_path / "normalization.fst"),
+                                    f"{kind} normalization.fst")
 
 
 def test_push_special_keeps_path_weights():
