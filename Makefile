@@ -8,17 +8,22 @@ NATIVE_SRC := $(wildcard cbridge/*.c cbridge/*.h) cbridge/build_native.py setup.
 
 .PHONY: install run test bench clean
 
-# Debian packages: the offline TTS engines and sox that egs/digits synthesises its corpus with.
-APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox
+# Debian packages: the offline TTS engines and sox that egs/digits synthesises its corpus with,
+# and what the Kaldi build in ../shared/kaldi needs to run and to be linked against (OpenFst,
+# OpenBLAS, gfortran), for the tests and benchmarks that compare kbind with Kaldi.
+TTS_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox
+KALDI_PACKAGES := libfst-dev libopenblas-dev libgfortran-12-dev
+APT_PACKAGES := $(TTS_PACKAGES) $(KALDI_PACKAGES)
 
 install: .stamp-apt .stamp-build
 
-.stamp-apt:
+.stamp-apt: Makefile
 	@if command -v espeak-ng >/dev/null && command -v flite >/dev/null && \
 	    command -v text2wave >/dev/null && command -v sox >/dev/null && \
 	    [ -d /usr/share/festival/voices/english/kal_diphone ] && \
 	    [ -d /usr/share/festival/voices/english/ked_diphone ] && \
-	    [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ]; then \
+	    [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ] && \
+	    dpkg -s $(KALDI_PACKAGES) >/dev/null 2>&1; then \
 	  echo "system packages present: $(APT_PACKAGES)"; \
 	else \
 	  (apt-get update -qq || true) && \

@@ -9,8 +9,8 @@ from setuptools import find_packages, setup
 setup(
     name="kbind",
     version="0.1.0",
-    description="Kaldi-style hybrid HMM acoustic model training (CE, LF-MMI, sequence "
-                "training, NG-SGD) in PyTorch, reading and writing Kaldi's files",
+    description="Kaldi-style hybrid HMM acoustic model training (frame cross-entropy, "
+                "LF-MMI, NG-SGD) in PyTorch, reading and writing Kaldi's files",
     python_requires=">=3.9",
     packages=find_packages(include=["kbind", "kbind.*"]),
     setup_requires=["cffi>=1.15"],

@@ -20,7 +20,8 @@ Ports (Kaldi source in brackets):
 * :func:`remove_eps_local` -- ``RemoveEpsLocal`` (``fstext/remove-eps-local-inl.h``,
   ``fstrmepslocal``), tropical ``Plus`` = min, then ``Connect``;
 * :func:`push_special` -- ``PushSpecial`` (``fstext/push-special.cc``,
-  ``fstpushspecial``): power method on (P + 0.1 I) in double;
+  ``fstpushspecial``): power method on (P + 0.1 I) in double, arc probabilities
+  from the C library's ``expf`` as Kaldi's;
 * :func:`make_loop_fst` -- ``MakeLoopFst`` (``fstext/fstext-utils-inl.h``);
 * :func:`get_hmm_as_fst` -- ``GetHmmAsFsa`` (``hmm/hmm-utils.cc``, self-loops
   left out, ``RemoveEpsLocal`` + ``ApplyProbabilityScale`` applied);
@@ -39,6 +40,8 @@ weights are done in float32 as OpenFst does.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import gc
 import math
@@ -410,19 +413,34 @@ def _arc_arrays(fst: Union[VFst, Fst]):
     return n, fst.start, src, dst, w, np.asarray(fst.final, np.float64)
 
 
+@functools.lru_cache(maxsize=1)
+def _libm_expf():
+    lib = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+    lib.expf.restype = ctypes.c_float
+    lib.expf.argtypes = [ctypes.c_float]
+    return lib.expf
+
+
+def _exp_neg_float(costs: np.ndarray) -> np.ndarray:
+    """``kaldi::Exp(-cost)`` of float32 costs, as float64: Kaldi's ``Exp(float)``
+    is the C library's ``expf``, whose float result is not always exp() in double
+    rounded to float, so it is called here too (1 ulp apart moves den.fst weights).
+    An infinite cost gives 0."""
+    expf = _libm_expf()
+    return np.fromiter((expf(-x) for x in costs.tolist()), np.float64, len(costs))
+
+
 def _push_special_potentials(n, init, src, dst, w, final, delta) -> np.ndarray:
     """PushSpecialClass: the potentials -log(occ) (double), computed exactly as
     Kaldi does (same summation order; numpy sums are sequential here)."""
-    m = len(src)
-    p = np.fromiter((math.exp(-x) for x in w.tolist()), np.float64, m)
-    fin_p = np.fromiter((math.exp(-x) if x != INF else 0.0 for x in final.tolist()),
-                        np.float64, n)
+    p = _exp_neg_float(w)
+    fin_p = _exp_neg_float(final)
     # pred_[i]: (j, p) for arcs j -> i, in the order (state j, its arcs, its final)
     fs = np.nonzero(fin_p != 0.0)[0]
     e_tgt = np.concatenate([dst, np.full(len(fs), init, np.int64)])
     e_src = np.concatenate([src, fs])
     e_p = np.concatenate([p, fin_p[fs]])
-    e_key = np.concatenate([np.arange(m) + src, fs + np.searchsorted(src, fs, "right")])
+    e_key = np.concatenate([np.arange(len(src)) + src, fs + np.searchsorted(src, fs, "right")])
     order = np.argsort(e_key, kind="stable")  # Kaldi's pred construction order
     order = order[np.argsort(e_tgt[order], kind="stable")]
     ii, jj, pp = e_tgt[order], e_src[order], e_p[order]
@@ -436,7 +454,7 @@ def _push_special_potentials(n, init, src, dst, w, final, delta) -> np.ndarray:
         tot = tot + fin_p * occ[init] / occ
         return math.log(float(tot.max()) / float(tot.min()))
 
-    for it in range(2000):
+    for it in range(200):  # Kaldi stops at 200 iterations, converged or not
         new_occ = np.bincount(idx, weights=np.concatenate([0.1 * occ, occ[ii] * pp]),
                               minlength=n)
         lam = math.sqrt(float(np.add.accumulate(new_occ * new_occ)[-1]))

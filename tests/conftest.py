@@ -1,4 +1,5 @@
-"""Shared pytest fixtures (where the Kaldi golden files live) and the CI skip check.
+"""Shared pytest fixtures (where the Kaldi golden files and the Kaldi build live)
+and the CI skip check.
 
 In CI (the environment variable ``CI`` set, as ``.ci/run`` does) the only skip
 allowed is a missing GPU (:data:`GPU_SKIP_REASON`, used by :data:`requires_gpu`):
@@ -84,6 +85,51 @@ def pytest_runtest_makereport(item, call):
 def pytest_make_collect_report(collector):
     outcome = yield
     _fail_skip_in_ci(outcome.get_result())
+
+
+def find_kaldi() -> Path:
+    """The Kaldi build that tests and benchmarks compare kbind with:
+    ``$KALDI_ROOT`` if set, else ``<shared>/kaldi`` (its programs are in
+    ``src/bin``, or in ``src/*bin`` as in a Kaldi checkout)."""
+    env = os.environ.get("KALDI_ROOT")
+    return Path(env) if env else SHARED / "kaldi"
+
+
+def kaldi_program(root: Path, name: str) -> Path:
+    """The path of Kaldi program ``name`` in the build at ``root``."""
+    for path in [root / "src" / "bin" / name, *sorted((root / "src").glob(f"*bin/{name}"))]:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"Kaldi program {name} not found under {root}/src")
+
+
+@pytest.fixture(scope="session")
+def kaldi():
+    """Runs a program of the Kaldi build (:func:`find_kaldi`):
+    ``kaldi("copy-feats", "ark:a.ark", "ark:b.ark", input=None) -> stdout bytes``;
+    a non-zero exit fails the test with Kaldi's message.
+
+    The test fails when the build is missing or does not run (a missing shared
+    library, say); it is skipped only when there is no shared folder at all."""
+    root = find_kaldi()
+    if not os.environ.get("KALDI_ROOT") and not SHARED.is_dir():
+        pytest.skip(f"no shared folder at {SHARED}, so no Kaldi build to compare with "
+                    "(set KBIND_SHARED or KALDI_ROOT)")
+
+    def run(name: str, *args: str, input: bytes | None = None) -> bytes:
+        try:
+            prog = kaldi_program(root, name)
+        except FileNotFoundError as e:
+            pytest.fail(str(e))
+        r = subprocess.run([str(prog), *map(str, args)], input=input, capture_output=True)
+        if r.returncode:
+            pytest.fail(f"{name} {' '.join(map(str, args))} exited with {r.returncode}:\n"
+                        + r.stderr.decode(errors="replace")[-2000:])
+        return r.stdout
+
+    if run("copy-int-vector", "ark,t:-", "ark,t:-", input=b"a 1 2\n") != b"a 1 2 \n":
+        pytest.fail(f"the Kaldi build at {root} does not copy an int vector correctly")
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,12 @@
 * :class:`Supervision`, :func:`numerator_logprob` -- numerator graphs
   (constrained or e2e/unconstrained) and their forward-backward, differentiable;
 * :class:`ChainLoss` -- ``ComputeChainObjfAndDeriv`` with l2, out-of-range and
-  cross-entropy regularisation, as a loss to minimise.
+  cross-entropy regularisation, as a loss to minimise;
+* :mod:`kbind.chain.phone_lm`, :mod:`kbind.chain.den_fst` -- ``chain-est-phone-lm``
+  and ``chain-make-den-fst`` (the same files as Kaldi's, bit for bit).
 
-Pure torch (CPU or GPU); no dependency on the C core.
+The forward-backward passes run the C kernels of ``cbridge/`` on the CPU in
+float32 and torch ops otherwise (any device, any float dtype).
 """
 
 from .den_graph import DenominatorGraph, compute_initial_probs

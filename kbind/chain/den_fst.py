@@ -421,7 +421,10 @@ def push_special(fst: VFst, delta: float) -> None:
 
 def minimize_acceptor_no_push(fst: VFst) -> VFst:
     """Kaldi ``MinimizeAcceptorNoPush``: quantize (delta = kDelta*10), encode
-    labels+weights, unweighted acceptor minimization, decode."""
+    labels+weights, unweighted acceptor minimization, decode (through
+    kaldifst's OpenFst, whose stable arc sort numbers some states of the
+    result differently from Kaldi's OpenFst 1.7.9: the same FST up to the
+    numbering of its states)."""
     import kaldifst
     k = _kf_from(fst)
     kaldifst.minimize_encoded(k, delta=float(np.float32(K_DELTA * 10.0)))

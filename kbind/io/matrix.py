@@ -21,8 +21,10 @@ Text layout: a matrix is `` [`` then one line per row (``\\n  v v v ``) then
 
 Compression follows Kaldi's ``CompressedMatrix`` exactly (the float32 and
 double arithmetic of ``ComputeGlobalHeader``, ``ComputeColHeader``,
-``FloatToUint16`` and ``FloatToChar``), so the bytes equal Kaldi's; the
-tests compare against archives that Kaldi compressed.
+``FloatToUint16`` and ``FloatToChar``, down to what x86-64 makes of a NaN cast
+to int in a constant column), so the bytes equal Kaldi's for all seven
+methods; ``tests/io/test_matrix.py`` compares them with Kaldi's ``copy-feats
+--compress=true`` on the same matrices.
 """
 
 from __future__ import annotations
@@ -96,8 +98,9 @@ class CompressedMatrix:
 
 def _uint16_to_float(min_value, range_, u):
     # Kaldi: min_value + range * 1.52590218966964e-05F * value, all float32.
-    inc = _F32(range_) * _F32(1.52590218966964e-05)
-    return _F32(min_value) + inc * np.asarray(u, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        inc = _F32(range_) * _F32(1.52590218966964e-05)
+        return _F32(min_value) + inc * np.asarray(u, dtype=np.float32)
 
 
 def decompress(cm: CompressedMatrix) -> np.ndarray:
@@ -120,9 +123,12 @@ def decompress(cm: CompressedMatrix) -> np.ndarray:
         p0, p25, p75, p100 = (q[:, i][None, :] for i in range(4))
         b = np.frombuffer(cm.data, dtype=np.uint8, offset=8 * cols,
                           count=rows * cols).reshape(cols, rows).T.astype(np.float32)
-        lo = (p0.astype(np.float64) + ((p25 - p0) * b).astype(np.float64) * (1 / 64.0))
-        mid = (p25.astype(np.float64) + ((p75 - p25) * (b - 64)).astype(np.float64) * (1 / 128.0))
-        hi = (p75.astype(np.float64) + ((p100 - p75) * (b - 192)).astype(np.float64) * (1 / 63.0))
+        with np.errstate(over="ignore", invalid="ignore"):  # in the branches not taken
+            lo = (p0.astype(np.float64) + ((p25 - p0) * b).astype(np.float64) * (1 / 64.0))
+            mid = (p25.astype(np.float64)
+                   + ((p75 - p25) * (b - 64)).astype(np.float64) * (1 / 128.0))
+            hi = (p75.astype(np.float64)
+                  + ((p100 - p75) * (b - 192)).astype(np.float64) * (1 / 63.0))
         out = np.where(b <= 64, lo, np.where(b <= 192, mid, hi))
         return np.ascontiguousarray(out.astype(np.float32))
     raise ValueError(f"unknown compressed matrix token {cm.token}")
@@ -145,8 +151,14 @@ def _global_header(mat: np.ndarray, method: CompressionMethod):
         mn = _F32(mat.min())
         mx = _F32(mat.max())
         if mx == mn:
-            mx = _F32(mn + (1.0 + abs(mn)))
-        rg = _F32(mx - mn)
+            # Kaldi adds in double (``min + (1.0 + fabs(min))``), then stores a float.
+            with np.errstate(over="ignore"):
+                mx = _F32(np.float64(mn) + (1.0 + abs(np.float64(mn))))
+            if not np.isfinite(mx):
+                raise ValueError(f"cannot compress a constant matrix of {mn}: Kaldi's "
+                                 "range for it overflows float")
+        with np.errstate(over="ignore"):
+            rg = _F32(mx - mn)
     elif method == CompressionMethod.TWO_BYTE_SIGNED_INTEGER:
         mn, rg = _F32(-32768.0), _F32(65535.0)
     elif method == CompressionMethod.ONE_BYTE_UNSIGNED_INTEGER:
@@ -156,10 +168,24 @@ def _global_header(mat: np.ndarray, method: CompressionMethod):
     return token, mn, rg
 
 
+def _cast_to_int(x: np.ndarray) -> np.ndarray:
+    """C's ``static_cast<int>(double)`` as x86-64 executes it (``cvttsd2si``):
+    truncation toward zero, and INT_MIN for NaN or a value outside int32. Kaldi
+    meets both in constant columns, where a 0/0 or x/0 ratio reaches the cast."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        ok = (x > -2147483649.0) & (x < 2147483648.0)
+        return np.where(ok, np.trunc(np.where(ok, x, 0.0)), -2147483648.0).astype(np.int64)
+
+
 def _float_to_uint(mn, rg, values, scale: int) -> np.ndarray:
-    f = (np.asarray(values, dtype=np.float32) - mn) / rg
-    f = np.clip(f, _F32(0.0), _F32(1.0))
-    return np.floor((f * _F32(scale)).astype(np.float64) + 0.499).astype(np.int64)
+    """Kaldi ``FloatToUint16`` / ``FloatToUint8``: the clamps let NaN through, and
+    the int result is narrowed modulo 2**16 (or 2**8)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = (np.asarray(values, dtype=np.float32) - mn) / rg
+        f = np.where(f > 1.0, _F32(1.0), np.where(f < 0.0, _F32(0.0), f))
+        return _cast_to_int((f * _F32(scale)).astype(np.float64) + 0.499) & (
+            0xFFFF if scale == 65535 else 0xFF)
 
 
 def _col_headers(mn, rg, mat: np.ndarray) -> np.ndarray:
@@ -180,14 +206,14 @@ def _col_headers(mn, rg, mat: np.ndarray) -> np.ndarray:
 
 
 def _float_to_char(p0, p25, p75, p100, v):
-    """Kaldi ``FloatToChar`` (float32 ratios, +0.5 in double, truncation)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    """Kaldi ``FloatToChar`` (float32 ratios, +0.5 in double, C's int cast)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         f_lo = (v - p0) / (p25 - p0)
         f_mid = (v - p25) / (p75 - p25)
         f_hi = (v - p75) / (p100 - p75)
-    a_lo = np.clip(np.trunc((f_lo * _F32(64)).astype(np.float64) + 0.5), 0, 64)
-    a_mid = np.clip(64 + np.trunc((f_mid * _F32(128)).astype(np.float64) + 0.5), 64, 192)
-    a_hi = np.clip(192 + np.trunc((f_hi * _F32(63)).astype(np.float64) + 0.5), 192, 255)
+        a_lo = np.clip(_cast_to_int((f_lo * _F32(64)).astype(np.float64) + 0.5), 0, 64)
+        a_mid = np.clip(64 + _cast_to_int((f_mid * _F32(128)).astype(np.float64) + 0.5), 64, 192)
+        a_hi = np.clip(192 + _cast_to_int((f_hi * _F32(63)).astype(np.float64) + 0.5), 192, 255)
     return np.where(v < p25, a_lo, np.where(v < p75, a_mid, a_hi)).astype(np.uint8)
 
 

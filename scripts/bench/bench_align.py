@@ -19,14 +19,24 @@ model output; for the chain model also 10 ms input frames) on 1 and 2
 threads, best of --repeat runs (wall clock), and frames per CPU-second on
 one thread (unaffected by other processes on a busy machine).
 
+The reference is Kaldi's ``align-compiled-mapped`` (``$KALDI_ROOT``, else
+``../shared/kaldi``) on the same input: the same graphs (as compile-train-graphs
+writes them, before transition probabilities), log-likelihoods and options,
+from archives. Its figures are per CPU-second of the process (reading the
+archives and adding the transition probabilities included), and the share of
+utterances whose alignment equals kbind's.
+
     python scripts/bench/bench_align.py [--exp egs/digits/exp] [--data egs/digits/data]
+        [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +44,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _kaldi  # noqa: E402
 
 
 def _best(fn, repeat):
@@ -48,7 +60,38 @@ def _best(fn, repeat):
     return best, best_cpu, out
 
 
-def _bench(name, aligner, texts, loglikes, repeat, subsampling=1):
+def _kaldi_align(name, aligner, model_path, utts, texts, loglikes, results) -> dict:
+    """Kaldi's align-compiled-mapped on the same graphs, log-likelihoods and options."""
+    why = _kaldi.unavailable()
+    if why:
+        return {f"{name}_kaldi_skipped": why}
+    from kbind.io import read_table, write_table
+    o = aligner.opts
+    with tempfile.TemporaryDirectory() as tmp:
+        with write_table(f"ark:{tmp}/graphs.ark") as w:
+            for u in utts:
+                w.write(u, aligner.compiler.compile(aligner.word_ids(texts[u])))
+        with write_table(f"ark:{tmp}/loglikes.ark") as w:
+            for u in utts:
+                w.write(u, loglikes[u].numpy())
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        _kaldi.run([_kaldi.program("align-compiled-mapped"), f"--beam={o.beam}",
+                    f"--retry-beam={o.retry_beam}", f"--acoustic-scale={o.acoustic_scale}",
+                    f"--transition-scale={o.transition_scale}",
+                    f"--self-loop-scale={o.self_loop_scale}", model_path,
+                    f"ark:{tmp}/graphs.ark", f"ark:{tmp}/loglikes.ark", f"ark:{tmp}/ali.ark"])
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        theirs = dict(read_table(f"ark:{tmp}/ali.ark", kind="int32_vector"))
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    frames = sum(int(loglikes[u].shape[0]) for u in utts)
+    ours = {r.key: r.alignment for r in results}
+    same = sum(1 for u in utts if u in theirs and ours.get(u) is not None
+               and np.array_equal(theirs[u], ours[u]))
+    return {f"{name}_kaldi_fps_per_cpu_second": round(frames / cpu),
+            f"{name}_kaldi_same_alignment_share": round(same / len(utts), 4)}
+
+
+def _bench(name, aligner, texts, loglikes, repeat, model_path, subsampling=1):
     utts = [u for u in sorted(loglikes) if u in texts]
     aligner.compile(texts[utts[0]])  # warm up (loads L.fst etc.)
     t0 = time.perf_counter()
@@ -76,6 +119,7 @@ def _bench(name, aligner, texts, loglikes, repeat, subsampling=1):
         f"{name}_retried": s["retried"],
         f"{name}_loglike_per_frame": round(s["loglike_per_frame"], 4),
     })
+    res.update(_kaldi_align(name, aligner, model_path, utts, texts, loglikes, results))
     return res
 
 
@@ -100,7 +144,8 @@ def chain_case(exp, data, split, repeat):
     al = ForcedAligner(tdir / "0.trans_mdl", tdir / "tree", data / "lang_chain",
                        AlignOptions(acoustic_scale=1.0, transition_scale=1.0,
                                     self_loop_scale=1.0))
-    res = _bench("chain", al, read_text(data / split / "text"), loglikes, repeat, 3)
+    res = _bench("chain", al, read_text(data / split / "text"), loglikes, repeat,
+                 tdir / "0.trans_mdl", 3)
     res["chain_nnet_seconds"] = round(t_nnet, 1)
     return res
 
@@ -124,7 +169,7 @@ def oracle_case(exp, data, split, repeat):
         pdfs = oracle_pdfs(cheapest_path_tids(raw), al.trans_model, dd.utt2num_frames[u])
         if pdfs is not None:
             loglikes[u] = torch.from_numpy(oracle_loglikes(pdfs, al.num_pdfs, 5.0, 1.0, rng))
-    return _bench("oracle", al, texts, loglikes, repeat)
+    return _bench("oracle", al, texts, loglikes, repeat, mono / "final.trans_mdl")
 
 
 def main(argv=None):
@@ -134,7 +179,10 @@ def main(argv=None):
     ap.add_argument("--split", default="test")
     ap.add_argument("--sources", default="chain,oracle")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="one run each")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.repeat = 1
     exp, data = Path(args.exp), Path(args.data)
     torch.set_num_threads(1)
     out = {}
@@ -142,13 +190,13 @@ def main(argv=None):
         if src == "chain":
             if not (exp / "chain" / "tdnnf_e2e" / "final.pt").exists():
                 print(f"no chain model in {exp}/chain/tdnnf_e2e: run `make run` first")
-                out["chain_skipped"] = "no chain model"
+                out["chain_skipped"] = "no chain model (run `make run` first)"
                 continue
             out.update(chain_case(exp, data, args.split, args.repeat))
         elif src == "oracle":
             if not (exp / "mono0" / "tree").exists():
                 print(f"no monophone model in {exp}/mono0: run `make run` first")
-                out["oracle_skipped"] = "no mono0 model"
+                out["oracle_skipped"] = "no mono0 model (run `make run` first)"
                 continue
             out.update(oracle_case(exp, data, args.split, args.repeat))
         else:

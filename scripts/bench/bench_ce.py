@@ -16,7 +16,7 @@ trained on per hour, 100 frames per second of chunk audio):
   with the flat-start chain model (:class:`kbind.data.align_loader.OnTheFlyAligner`),
   on the second core.
 
-    python scripts/bench/bench_ce.py [--batches 4] [--hidden 512 --layers 3]
+    python scripts/bench/bench_ce.py [--batches 4] [--hidden 512 --layers 3] [--quick]
 """
 
 from __future__ import annotations
@@ -41,13 +41,17 @@ def main(argv=None):
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--chunks", type=int, default=64)
     ap.add_argument("--labels", type=int, default=80, help="labels (output frames) per chunk")
+    ap.add_argument("--quick", action="store_true",
+                    help="one timed minibatch of 8 chunks, a 1x64 BLSTM")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.batches, args.chunks, args.hidden, args.layers = 1, 8, 64, 1
     exp, data = Path(args.exp), Path(args.data)
     chain_dir, tree_dir = exp / "chain" / "tdnnf_e2e", exp / "chain" / "e2e_tree"
     ali_dir = exp / "ce" / "ali_chain"
     if not (chain_dir / "final.pt").exists() or not (ali_dir / "ali.1.gz").exists():
         print(f"no digits chain model / alignments under {exp}: run `make run` first")
-        return {"skipped": "digits chain model and alignments not built"}
+        return {"skipped": "digits chain model and alignments not built (run `make run` first)"}
     sys.path.insert(0, str(ROOT / "trainers"))
     from train_ce import ce_loss
 

@@ -57,6 +57,13 @@ if str(ROOT) not in sys.path:  # measure the kbind of this checkout, not an inst
 from tests.conftest import SHARED  # noqa: E402  (the fixtures' folder, found as the tests find it)
 DEN_FST = SHARED / "fixtures" / "kaldi" / "medium_den_S4_T34" / "den.fst"
 
+
+def den_nnet_output(S: int = 64, T: int = 50, D: int = 80) -> torch.Tensor:
+    """The nnet output the den timings run on, here and in bench_kaldi_den.py
+    (Kaldi's code on the same input): N(0, 2^2), seed 0, (S, T, D)."""
+    return torch.randn(S, T, D, generator=torch.Generator().manual_seed(0)) * 2
+
+
 _PEAK_SRC = r"""
 #include <time.h>
 #if defined(__x86_64__)
@@ -254,7 +261,7 @@ def main(argv=None) -> dict:
     A, H = g.num_arcs, g.num_states
     S, T, D = 64, 50, 80
     out.update(graph_states=H, graph_arcs=A, S=S, T=T, D=D)
-    y = torch.randn(S, T, D, generator=torch.Generator().manual_seed(0)) * 2
+    y = den_nnet_output(S, T, D)
     L = torch.full((S,), T, dtype=torch.long)
     flops = 4.0 * A * S * T
     out["flops_per_fb"] = flops

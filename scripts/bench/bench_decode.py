@@ -17,7 +17,7 @@ HMM state starts it). With ``--graph HCLG.fst --model final.mdl
 --loglikes RSPECIFIER`` it decodes real data.
 
     python scripts/bench/bench_decode.py [--words 2000] [--utts 6] [--frames 300]
-        [--beams 13,8] [--threads 2] [--confusable 6] [--json out.json]
+        [--beams 13,8] [--threads 2] [--confusable 6] [--json out.json] [--quick]
 """
 
 from __future__ import annotations
@@ -107,7 +107,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--confusable", type=float, default=0.0,
                     help="confusable log-likelihoods, the right pdf this many nats up")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--quick", action="store_true", help="200 words, 2 utterances of 100 frames")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.words, args.utts, args.frames = 200, 2, 100
 
     from kbind.decode.decoder import DecoderOptions, LatticeDecoder
     from kbind.decode.lattice_ops import determinize_lattice_pruned, phone_start_map

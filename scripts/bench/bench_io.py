@@ -6,7 +6,7 @@ Writes an archive of ``--size-mb`` MB of float32 feature matrices (default
 runs each (the file is in the page cache after writing, so this measures
 parsing, not the disk). Also times random access through the scp.
 
-    python scripts/bench/bench_io.py [--size-mb 1024] [--repeat 3]
+    python scripts/bench/bench_io.py [--size-mb 1024] [--repeat 3] [--quick]
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--dir", default=None, help="where to write the archive (default: tmp)")
     ap.add_argument("--json", default=None, help="also write results here")
+    ap.add_argument("--quick", action="store_true", help="16 MB, one run")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.size_mb, args.repeat = 16, 1
 
     from kbind.io import RandomAccessTable, read_table, write_table
 
@@ -83,6 +86,7 @@ def main(argv=None):
         table[k]
     dt = time.perf_counter() - t0
     results["kbind_scp_random_access_MBps"] = round(len(keys) * per / (1 << 20) / dt, 1)
+    results["scp_random_reads"] = len(keys)
     table.close()
     tmp.cleanup()
     print(json.dumps(results, indent=2))

@@ -1,10 +1,12 @@
 """Den FST / normalization FST creation.
 
-The phone sequences Kaldi's fixture graphs were estimated on are not in the
-fixtures (only "30 random sequences" / "2000 sequences from a seeded
-Markov chain" are described), so ``make_den_fst(estimate_phone_lm(...))``
-cannot be compared with the fixture den.fst end to end. Checked here:
-normalization FST and initial probabilities (bit-exact against Kaldi), the
+Against Kaldi: ``chain-make-den-fst`` run on the same tree, transition model
+and phone LM writes the same den.fst and normalization.fst up to the numbering
+of the states (labels and float32 weights bit for bit: kbind minimizes through
+kaldifst's OpenFst, which sorts arcs stably where Kaldi's does not, and so
+numbers some states otherwise), for monophone, 3-state and left-biphone models
+and LMs of several sizes; the normalization FST and initial
+probabilities of the fixture graphs are bit-exact too. Also checked: the
 structural invariants Kaldi's den.fst has, and that a den FST made here
 assigns each pdf sequence the probability H o LM gives it.
 """
@@ -19,8 +21,12 @@ import pytest
 from kbind.chain.den_fst import (VFst, den_graph_initial_probs, make_den_fst,
                                  normalization_fst, push_special, remove_eps_local, std_sort)
 from kbind.chain.phone_lm import estimate_phone_lm
-from kbind.hmm import ContextDependency, TransitionModel
+from kbind.hmm import ContextDependency, HmmTopology, TransitionModel
+from kbind.io import write_object
 from kbind.io.fst import Fst
+
+from ._kaldi import (assert_same_fst_up_to_numbering, random_phone_sequences,
+                     write_phone_sequences)
 
 
 def _arrays_equal(a: Fst, b: Fst) -> bool:
@@ -108,6 +114,53 @@ def test_make_den_fst_language(tiny_models):
         got = _den_logprob(den, labels)
         # MinimizeAcceptorNoPush quantizes weights to multiples of kDelta*10.
         assert got == pytest.approx(expect, abs=0.02 * len(labels) + 0.05)
+
+
+def _models(kind, kaldi_io_dir, tmp_path):
+    """(tree path, transition-model path, phones) for a den-graph case: Kaldi's
+    fixture models, or models kbind builds and writes for Kaldi to read."""
+    if kind == "chain_mono":      # 2-state chain topology, monophone tree (Kaldi's files)
+        return kaldi_io_dir / "chain.tree", kaldi_io_dir / "chain.trans.mdl", 6
+    if kind == "hmm3_mono":       # 3-state HMMs with trained transition probabilities
+        return kaldi_io_dir / "tree", kaldi_io_dir / "trans.mdl", 6
+    num_phones = {"chain_biphone": 6, "chain_mono40": 40}[kind]
+    phones = list(range(1, num_phones + 1))
+    tree = (ContextDependency.left_biphone(phones, 2) if kind == "chain_biphone"
+            else ContextDependency.monophone(phones, 2))
+    trans_model = TransitionModel.build(HmmTopology.chain_2state(phones), tree)
+    write_object(str(tmp_path / "tree"), tree)
+    write_object(str(tmp_path / "trans.mdl"), trans_model)
+    return tmp_path / "tree", tmp_path / "trans.mdl", num_phones
+
+
+@pytest.mark.parametrize("kind, lm_options", [
+    ("chain_mono", (4, 3, 1000)),
+    ("chain_mono", (3, 2, 5)),
+    ("chain_mono", (2, 1, 0)),
+    ("hmm3_mono", (3, 2, 10)),    # PushSpecial does not converge: Kaldi stops at 200 iterations
+    ("chain_biphone", (4, 3, 50)),
+    ("chain_mono40", (4, 3, 300)),
+])
+def test_den_and_normalization_fst_equal_kaldis(kaldi, kaldi_io_dir, tmp_path, kind,
+                                                 lm_options):
+    """``chain-make-den-fst`` on the same tree, transition model and phone LM
+    writes the same den.fst and normalization.fst as :func:`make_den_fst`, up
+    to the numbering of the states."""
+    tree_path, model_path, num_phones = _models(kind, kaldi_io_dir, tmp_path)
+    seqs = random_phone_sequences(num_phones, 60 if num_phones < 10 else 400, seed=len(kind))
+    n, no_prune, extra = lm_options
+    lm_path = tmp_path / "phone_lm.fst"
+    kaldi("chain-est-phone-lm", f"--ngram-order={n}", f"--no-prune-ngram-order={no_prune}",
+          f"--num-extra-lm-states={extra}", write_phone_sequences(tmp_path / "seqs.ark", seqs),
+          lm_path)
+    kaldi("chain-make-den-fst", tree_path, model_path, lm_path, tmp_path / "den.fst",
+          tmp_path / "normalization.fst")
+    den, norm = make_den_fst(ContextDependency.from_file(tree_path),
+                             TransitionModel.from_file(model_path), Fst.from_file(lm_path))
+    assert_same_fst_up_to_numbering(den, Fst.from_file(tmp_path / "den.fst"),
+                                    f"{kind} den.fst")
+    assert_same_fst_up_to_numbering(norm, Fst.from_file(tmp_path / "normalization.fst"),
+                                    f"{kind} normalization.fst")
 
 
 def test_push_special_keeps_path_weights():

@@ -1,7 +1,5 @@
-"""chain-est-phone-lm re-implementation: closed forms on tiny inputs.
-
-(The phone sequences the fixture graphs were trained on are not part of the
-fixtures, so the LM cannot be compared with a Kaldi-made phone_lm.fst.)"""
+"""chain-est-phone-lm re-implementation: closed forms on tiny inputs, and the
+same FST as Kaldi's ``chain-est-phone-lm`` on the same phone sequences."""
 
 from __future__ import annotations
 
@@ -11,6 +9,9 @@ import numpy as np
 import pytest
 
 from kbind.chain.phone_lm import PhoneLmEstimator, estimate_phone_lm, read_phone_sequences
+from kbind.io.fst import Fst
+
+from ._kaldi import assert_same_fst, random_phone_sequences, write_phone_sequences
 
 
 def _lang(f):
@@ -125,3 +126,24 @@ def test_read_phone_sequences(tmp_path):
     p.write_text("u1 1 2 3\nu2 4 5\n")
     assert read_phone_sequences(str(p)) == [[1, 2, 3], [4, 5]]
     assert read_phone_sequences(f"ark,t:{p}") == [[1, 2, 3], [4, 5]]
+
+
+@pytest.mark.parametrize("ngram_order, no_prune_ngram_order, num_extra_lm_states", [
+    (4, 3, 1000),   # Kaldi's defaults: nothing to prune here
+    (4, 3, 30),     # pruned
+    (3, 2, 5),      # pruned hard
+    (2, 1, 0),      # a bigram pruned to the unigram state
+    (5, 2, 20),
+    (4, 4, 0),      # nothing prunable
+])
+def test_phone_lm_equals_kaldis(kaldi, tmp_path, ngram_order, no_prune_ngram_order,
+                                num_extra_lm_states):
+    """Kaldi's ``chain-est-phone-lm`` on the same sequences writes the same FST:
+    states, arcs in order, labels and float32 weights bit for bit."""
+    seqs = random_phone_sequences(12, 150, seed=ngram_order * 100 + num_extra_lm_states)
+    opts = [f"--ngram-order={ngram_order}", f"--no-prune-ngram-order={no_prune_ngram_order}",
+            f"--num-extra-lm-states={num_extra_lm_states}"]
+    kaldi("chain-est-phone-lm", *opts, write_phone_sequences(tmp_path / "seqs.ark", seqs),
+          tmp_path / "phone_lm.fst")
+    ours = estimate_phone_lm(seqs, ngram_order, no_prune_ngram_order, num_extra_lm_states)
+    assert_same_fst(ours, Fst.from_file(tmp_path / "phone_lm.fst"), " ".join(opts))

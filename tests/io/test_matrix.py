@@ -54,6 +54,64 @@ def test_compression_bytes_equal_kaldis(kaldi_io_dir, tmp_path, method, prefix, 
     assert out.read_bytes() == (kaldi_io_dir / f"{prefix}_{table}.ark").read_bytes()
 
 
+def _matrices_for_compression():
+    """Matrices that reach every branch of Kaldi's compression code: random and
+    feature-like data, constant columns and matrices (Kaldi's ``min + (1 + |min|)``
+    range), ranges of 1e-30 to 1e38, 1 to 4 rows (the sorted-percentile branch
+    of ``CM``) and 5, and values on and beside the rounding points of each grid."""
+    rng = np.random.default_rng(11)
+    m = {}
+    m["random"] = rng.normal(0.0, 3.0, (23, 7))
+    fbank = rng.normal(10.0, 3.0, (60, 40)) + np.linspace(-5, 5, 40)
+    fbank[:, 3] = 2.5                                 # a constant column
+    fbank[:, 17] = -1e4                               # another, far from the rest
+    fbank[7, 30] = 1e5                                # one huge value: a large range
+    m["fbank_like"] = fbank
+    m["one_row"] = rng.normal(0.0, 1.0, (1, 13))
+    for rows in (2, 3, 4, 5):
+        m[f"rows{rows}"] = rng.normal(0.0, 1.0, (rows, 6))
+    m["one_value"] = np.array([[0.21568628]])
+    m["constant"] = np.full((12, 3), -7.25)
+    m["zeros"] = np.zeros((9, 2))
+    m["ulp_apart"] = np.full((9, 3), 9.468526e-08)    # a range of one ulp: 0/0 in FloatToChar
+    m["ulp_apart"][0, 0] = np.nextafter(np.float32(9.468526e-08), np.float32(1))
+    m["tiny"] = rng.normal(0.0, 1e-30, (10, 4))
+    m["huge"] = rng.normal(0.0, 1e36, (10, 4))
+    k = np.arange(0, 256, dtype=np.float64)
+    m["byte_grid"] = np.stack([k, k + 0.499, k + 0.5, k + 0.501, k - 0.5], 1)   # rounding points
+    m["unit_grid"] = np.stack([k / 255, (k + 0.5) / 255, (k - 0.5) / 255], 1)   # of CM3, CM2 and
+    m["int16_grid"] = rng.integers(-33000, 33000, (40, 5)) + rng.choice([0, 0.5, -0.5], (40, 5))
+    m["half_steps"] = np.round(rng.normal(0.0, 1.0, (64, 8)) * 64) / 64        # CM's 1/64 steps
+    return {key: v.astype(np.float32) for key, v in m.items()}
+
+
+@pytest.mark.parametrize("method", list(CompressionMethod))
+def test_compression_bytes_equal_kaldis_copy_feats(kaldi, tmp_path, method):
+    """kbind compresses as Kaldi does: ``copy-feats --compress=true
+    --compression-method=N`` on the same uncompressed archive writes the same
+    bytes, and both read back to the same floats as Kaldi decompresses them."""
+    mats = _matrices_for_compression()
+    plain, theirs, ours = tmp_path / "plain.ark", tmp_path / "kaldi.ark", tmp_path / "kbind.ark"
+    with write_table(f"ark:{plain}") as w:
+        for key, mat in mats.items():
+            w.write(key, mat)
+    kaldi("copy-feats", "--compress=true", f"--compression-method={int(method)}",
+          f"ark:{plain}", f"ark:{theirs}")
+    with write_table(f"ark:{ours}", compression=method) as w:
+        for key, mat in read_table(f"ark:{plain}"):
+            w.write(key, mat)
+    if ours.read_bytes() != theirs.read_bytes():
+        theirs_cm = dict(read_table(f"ark:{theirs}", kind="compressed_matrix"))
+        ours_cm = dict(read_table(f"ark:{ours}", kind="compressed_matrix"))
+        differ = [k for k in mats if theirs_cm[k] != ours_cm[k]]
+        pytest.fail(f"{method.name}: compressed bytes differ from Kaldi's for {differ}")
+    kaldi("copy-feats", f"ark:{theirs}", f"ark:{tmp_path / 'back.ark'}")
+    kaldi_back = dict(read_table(f"ark:{tmp_path / 'back.ark'}"))
+    for key, mat in read_table(f"ark:{ours}"):
+        np.testing.assert_array_equal(mat.view(np.uint32), kaldi_back[key].view(np.uint32),
+                                      err_msg=key)
+
+
 @pytest.mark.parametrize("method", list(CompressionMethod))
 def test_every_compression_method_round_trips_within_its_precision(method):
     rng = np.random.default_rng(0)
