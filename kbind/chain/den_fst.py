@@ -43,8 +43,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from kbind.io.fst import Fst
-from kbind.fstext import (INF, K_DELTA, VFst, _divide, _f32, _times,  # noqa: F401
-                           apply_probability_scale, connect, make_loop_fst,
+from kbind.fstext import (INF, K_DELTA, VFst, _f32, _times, connect,  # noqa: F401
                            remove_eps_local)
 from kbind import fstext as _fx
 from kbind.fstext import as_fst
