@@ -77,6 +77,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..arrays import has_nonfinite
 from ..optim.natural_gradient import OnlineNaturalGradient
 
 __all__ = ["NaturalGradientLinear", "kaldi_ng_ranks", "set_natural_gradient",
@@ -163,7 +164,7 @@ class _NaturalGradientLinearFn(torch.autograd.Function):
             owner = ctx.owner
             X = x.reshape(-1, x.shape[-1])
             G = grad_out.reshape(-1, grad_out.shape[-1])
-            if bool(torch.isfinite(G).all() & torch.isfinite(X).all()):
+            if not any(has_nonfinite((G, X))):
                 grad_w, grad_b = natural_gradient_grads(X, G, owner.preconditioner_in,
                                                         owner.preconditioner_out, ctx.has_bias)
             else:

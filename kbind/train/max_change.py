@@ -55,6 +55,8 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from ..arrays import has_nonfinite
+
 __all__ = ["apply_max_change", "MaxChangeStats", "MaxChangeStep", "add_l2_to_grads"]
 
 
@@ -165,17 +167,15 @@ def add_l2_to_grads(param_groups: Sequence[dict], num_sequences: int,
 
 
 def _first_nonfinite_grad(groups: Sequence[dict]) -> Optional[int]:
-    """Index of the first group with a non-finite gradient (one device sync)."""
-    owners, flags = [], []
+    """Index of the first group with a non-finite gradient (one device sync when
+    all are finite)."""
+    owners, grads = [], []
     for i, g in enumerate(groups):
         for p in g["params"]:
             if p.grad is not None:
                 owners.append(i)
-                flags.append(torch.isfinite(p.grad).all())
-    if not flags:
-        return None
-    finite = torch.stack([f.to(flags[0].device) for f in flags]).tolist()
-    return next((i for i, ok in zip(owners, finite) if not ok), None)
+                grads.append(p.grad)
+    return next((i for i, bad in zip(owners, has_nonfinite(grads)) if bad), None)
 
 
 def _copy_state(optimizer: torch.optim.Optimizer) -> Dict[torch.Tensor, dict]:
