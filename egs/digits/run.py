@@ -276,8 +276,9 @@ def stage_oracle(cfg: RunConfig) -> dict:
     t0 = time.time()
     import torch
     with LatticeDecoder(hclg, tm, opts) as decoder:
-        results = decoder.decode_batch([torch.from_numpy(x) for x in loglikes],
-                                       num_workers=d.num_workers, on_error="none")
+        results = decoder.decode_batch(
+            [(u, torch.from_numpy(x)) for u, x in zip(utts, loglikes)],
+            num_workers=d.num_workers, on_error="none")
     dt = time.time() - t0
     frames = sum(len(x) for x in loglikes)
     lattices = {u: (r.compact_lattice if d.determinize else r.lattice.to_compact())

@@ -233,7 +233,7 @@ def decode_chain(model, data_dir, graph_dir, tree_dir, decode_dir, cfg: ChainDec
     utts = sorted(loglikes)
     t0 = time.time()
     with LatticeDecoder(hclg, tm, opts) as decoder:
-        results = decoder.decode_batch([loglikes[u] for u in utts],
+        results = decoder.decode_batch({u: loglikes[u] for u in utts},
                                        num_workers=cfg.num_workers, on_error="none")
     t_dec = time.time() - t0
     # --post-decode-acwt: lattice-scale --acoustic-scale=10 on the (unscaled) lattices
