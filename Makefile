@@ -47,7 +47,7 @@ run: install
 # The end-to-end tests marked slow (tiny digits corpus through LF-MMI training and
 # decoding, about a minute) are cheap enough for CI, so make test runs them too.
 test: install
-	$(PY) -m pytest -q -m ""
+	$(PY) -m pytest -q -rs -m ""
 
 bench: install
 	$(PY) scripts/bench/run_all.py
