@@ -252,8 +252,8 @@ int kb_decoder_graph_new(int32_t num_states, int64_t num_arcs, int32_t start,
                    "%lld arcs", (int)num_states, (long long)num_arcs);
   }
   rc = kb_hclg_check(num_states, num_arcs, start, g->final, g->dst, g->ilabel, g->olabel,
-                         g->weight, g->off, g->tid2pdf, num_tids, &g->has_eps, &g->max_pdf,
-                         err, errlen);
+                     g->weight, g->off, g->tid2pdf, num_tids, &g->has_eps, &g->max_pdf, err,
+                     errlen);
   if (rc != KB_OK) {
     graph_free(g);
     return rc;
