@@ -458,14 +458,20 @@ def test_decode_batch_keys_and_bad_input(num_workers):
         dec.decode_batch([("a", lls[0]), ("b", lls[1][:, :2])], num_workers=num_workers)
 
 
-def test_c_search_releases_the_gil():
-    """While one thread is inside the C search, another runs Python code."""
+def _slow_decoder() -> LatticeDecoder:
+    """A decoder whose C search is slow enough to watch from another thread (a
+    big random graph, a wide beam, no determinization; 50 pdfs)."""
     g, tid2pdf, _ = rand_case(14, ns=2000, num_tids=200, num_pdfs=50, arcs_per=8,
                               final_p=0.5)
+    return LatticeDecoder(g, tid2pdf, DecoderOptions(allow_partial=True, beam=30.0,
+                                                     lattice_beam=0.5, max_active=100000,
+                                                     determinize_lattice=False))
+
+
+def test_c_search_releases_the_gil():
+    """While one thread is inside the C search, another runs Python code."""
     ll = torch.randn(1500, 50)
-    dec = LatticeDecoder(g, tid2pdf, DecoderOptions(allow_partial=True, beam=30.0,
-                                                    lattice_beam=0.5, max_active=100000,
-                                                    determinize_lattice=False))
+    dec = _slow_decoder()
     for _ in range(8):      # make the search long enough to observe (>= 50 ms) here
         t0 = time.perf_counter()
         dec.decode_raw(ll)
@@ -517,12 +523,8 @@ def test_write_and_read_lattices(tmp_path):
 def test_close_waits_for_a_search_running_in_another_thread():
     """close() while another thread is inside the C search must not free the
     graph under it: the search finishes, later searches raise RuntimeError."""
-    g, tid2pdf, _ = rand_case(14, ns=2000, num_tids=200, num_pdfs=50, arcs_per=8,
-                              final_p=0.5)
     ll = torch.randn(6000, 50)
-    dec = LatticeDecoder(g, tid2pdf, DecoderOptions(allow_partial=True, beam=30.0,
-                                                    lattice_beam=0.5, max_active=100000,
-                                                    determinize_lattice=False))
+    dec = _slow_decoder()
     expected = dec.decode_raw(ll)
     out = {}
     started = threading.Event()
